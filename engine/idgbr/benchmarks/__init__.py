@@ -1,0 +1,1 @@
+"""Benchmarks run by `idgbr benchmark NAME`."""

@@ -1,0 +1,37 @@
+"""`idgbr` command line. Each subcommand lives in its own module of this package and exposes
+`register(subparsers)`; add a module name to COMMANDS to add a command."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import Cancelled, IdgbrError
+
+COMMANDS = ("refine", "vectorize", "models", "benchmark", "evaluate", "coarsen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idgbr", description="Refine the boundaries of land-cover maps.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("idgbr: cancelled, nothing written", file=sys.stderr)
+        return 130
+    except Cancelled:
+        print("idgbr: cancelled, nothing written", file=sys.stderr)
+        return 130
+    except IdgbrError as e:
+        print(f"idgbr: error: {e}", file=sys.stderr)
+        return 2

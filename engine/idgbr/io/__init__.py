@@ -1,0 +1,1 @@
+"""Reading the user's layers onto the image grid, and writing results atomically."""

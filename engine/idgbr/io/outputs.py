@@ -1,0 +1,70 @@
+"""An output folder that only ever shows complete results.
+
+Everything is written into a hidden staging folder inside the output folder and moved into
+place when the whole run has succeeded; on any failure or cancel the staging folder (and the
+output folder itself, if the run created it) is removed, leaving the user's files as they were.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import InputError
+
+
+class OutputFolder:
+    def __init__(self, out_dir: str | Path, names: tuple[str, ...], overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir).expanduser().absolute()
+        self.names = names
+        self.overwrite = overwrite
+        self.created = False
+        self.staging: Path | None = None
+
+    def __enter__(self) -> "OutputFolder":
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise InputError(f"output folder {out} is a file")
+        existing = [n for n in self.names if (out / n).exists()]
+        if existing and not self.overwrite:
+            raise InputError(f"output folder {out} already holds results ({', '.join(existing)}); "
+                             "choose another folder or allow overwriting (--overwrite)")
+        parent = out if out.exists() else next(p for p in out.parents if p.exists())
+        if not parent.is_dir():
+            raise InputError(f"output folder {out} cannot be created: {parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"output folder {out} is not writable")
+        try:
+            if not out.exists():
+                out.mkdir(parents=True)
+                self.created = True
+            self.staging = Path(tempfile.mkdtemp(prefix=".idgbr-staging-", dir=out))
+        except OSError as e:
+            raise InputError(f"output folder {out} is not writable ({e.strerror})") from e
+        return self
+
+    def path(self, name: str) -> Path:
+        """Where to write output `name` while the run is in progress."""
+        assert self.staging is not None and name in self.names
+        return self.staging / name
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        assert self.staging is not None
+        try:
+            if exc_type is None:
+                for name in self.names:
+                    staged = self.staging / name
+                    if staged.exists():
+                        os.replace(staged, self.out_dir / name)
+                    elif (self.out_dir / name).exists():  # a stale result of an earlier run
+                        (self.out_dir / name).unlink()
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            if exc_type is not None and self.created:
+                shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def final(self, name: str) -> Path:
+        return self.out_dir / name

@@ -1,0 +1,245 @@
+"""The refine job: read → tile → refine → stitch → vectorize → write. This module only
+orchestrates; each arrow lives in its own module."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .device import resolve_device
+from .errors import Cancelled, InputError
+from .io.aoi import parse_aoi
+from .io.coarse import stage_coarse
+from .io.grid import Grid
+from .io.image import ImageReader, open_raster
+from .io.outputs import OutputFolder
+from .models import NO_COARSE, ClassInfo, TileBatch, default_classes, load_refiner
+from .stitch import StripAccumulator, blend_window
+from .tiling import tile_rows
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+OUTPUT_NAMES = ("refined.tif", "confidence.tif", "coarse.tif", "refined.gpkg", "preview.png")
+NODATA = 255
+# Share of the progress bar per stage (staging the coarse layer, tiles, vectorizing).
+STAGES = {"coarse": 0.05, "tiles": 0.80, "vectorize": 0.15}
+
+
+@dataclass
+class RefineResult:
+    """What a run produced. Paths are final (the run succeeded)."""
+
+    out_dir: Path
+    refined: Path
+    confidence: Path
+    coarse: Path
+    vectors: Path
+    preview: Path | None
+    classes: list[ClassInfo]
+    class_areas_m2: dict[str, float]
+    tiles: int
+    tiles_skipped: int
+    device: str
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def refine(
+    image: str | Path,
+    coarse: str | Path | None = None,
+    model: str | Path = "identity",
+    out_dir: str | Path = "idgbr_out",
+    *,
+    class_field: str | None = None,
+    class_value: int = 1,
+    aoi: str | Path | tuple[float, float, float, float] | None = None,
+    bands: tuple[int, ...] | None = None,
+    tile_size: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    seed: int | None = None,
+    simplify: float = 1.0,
+    simplify_units: str = "px",
+    min_area_m2: float = 0.0,
+    regularize_classes: Sequence[int] | None = None,
+    overwrite: bool = False,
+    preview: bool = False,
+    refiner_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> RefineResult:
+    """Refine the classification `coarse` over `image` with `model`; write the results to
+    `out_dir` (see OUTPUT_NAMES) and return where they are and what they hold.
+
+    coarse: integer raster, or polygon layer (`path` or `path|layername=NAME`) with an integer
+    `class_field` (without one, every polygon is `class_value`). aoi: a polygon layer or a
+    'minx,miny,maxx,maxy' box in the image CRS. simplify: tolerance in pixels (or map units
+    with simplify_units='map'); regularize_classes: classes whose outlines get right angles
+    (default: the model card's building classes; () for none).
+    """
+    timings: dict[str, float] = {}
+    report = progress or (lambda f, m: None)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("refinement cancelled")
+
+    if coarse is None:
+        raise InputError("no coarse layer given; pass the classification to refine (--coarse)")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    t0 = time.perf_counter()
+    device = resolve_device(device)
+    refiner = load_refiner(model, device=device, seed=seed, **(refiner_options or {}))
+    card = refiner.card
+    tile_size = int(tile_size or card.tile_size)
+    overlap = card.overlap if overlap is None else float(overlap)
+
+    with open_raster(image) as ds:
+        window, aoi_geom = parse_aoi(aoi, ds.crs, ds.transform, ds.width, ds.height)
+        grid = Grid.of_window(ds.crs, ds.transform, window)
+    rows = tile_rows(grid.height, grid.width, tile_size, overlap)
+    reader = ImageReader.open(image, bands, window)
+    timings["load"] = time.perf_counter() - t0
+
+    try:
+        with OutputFolder(out_dir, OUTPUT_NAMES, overwrite) as out:
+            t = time.perf_counter()
+            report(0.0, "reading the coarse layer onto the image grid")
+            stats = stage_coarse(coarse, grid, out.path("coarse.tif"), class_field=class_field,
+                                 class_value=class_value, num_classes=card.num_classes, aoi=aoi_geom,
+                                 cancel=check_cancel)
+            num_classes = card.num_classes or max(stats.max_class + 1, 2)
+            refiner.bind_classes(num_classes)
+            classes = card.classes or default_classes(num_classes)
+            timings["coarse"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            done, skipped = _run_tiles(reader, window, grid, rows, tile_size, overlap, batch_size, refiner, classes,
+                                       out.path("coarse.tif"), out.path("refined.tif"), out.path("confidence.tif"),
+                                       report, check_cancel)
+            timings["refine"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            regularize = card.building_classes if regularize_classes is None else list(regularize_classes)
+            areas = _vectorize(out, classes, card, simplify, simplify_units, min_area_m2, regularize,
+                               report, check_cancel)
+            timings["vectorize"] = time.perf_counter() - t
+            if preview:
+                from .preview import before_after
+
+                before_after(reader, window, out.path("coarse.tif"), out.path("refined.tif"), classes,
+                             out.path("preview.png"))
+            check_cancel()
+    finally:
+        reader.close()
+    timings["total"] = time.perf_counter() - t0
+    report(1.0, f"done in {timings['total']:.1f} s")
+    final = out.final
+    return RefineResult(out.out_dir, final("refined.tif"), final("confidence.tif"), final("coarse.tif"),
+                        final("refined.gpkg"), final("preview.png") if preview else None, classes,
+                        {c.name: areas[c.id] for c in classes if c.id in areas}, done, skipped, device, timings)
+
+
+def _run_tiles(reader: ImageReader, origin: Window, grid: Grid, rows, tile_size: int, overlap: float, batch_size: int,
+               refiner, classes: list[ClassInfo], coarse_path: Path, refined_path: Path,
+               confidence_path: Path, report: Progress, check_cancel: Callable[[], None]) -> tuple[int, int]:
+    """Predict every tile, blend them strip by strip, and write the class and confidence rasters.
+    `origin` is the window of the image raster that `grid` covers."""
+    num_classes = len(classes)
+    window_w = blend_window(tile_size, int(round(tile_size * overlap)))
+    acc = StripAccumulator(num_classes, grid.width, tile_size)
+    total = sum(len(r) for r in rows)
+    done = skipped = 0
+    started = time.perf_counter()
+    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, crs=grid.crs,
+                   transform=grid.transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+    with rasterio.open(coarse_path) as coarse_ds, \
+            rasterio.open(refined_path, "w", dtype="uint8", nodata=NODATA, **profile) as refined_ds, \
+            rasterio.open(confidence_path, "w", dtype="float32", nodata=-1.0, predictor=3, **profile) as conf_ds:
+        refined_ds.write_colormap(1, {c.id: c.rgba() for c in classes})
+        refined_ds.update_tags(1, **{f"class_{c.id}": c.name for c in classes})
+
+        def write(first: int, probs: np.ndarray, wsum: np.ndarray) -> None:
+            valid = wsum > 0
+            labels = np.where(valid, probs.argmax(axis=0), NODATA).astype(np.uint8)
+            conf = np.where(valid, probs.max(axis=0), -1.0).astype(np.float32)
+            win = Window(0, first, grid.width, labels.shape[0])
+            refined_ds.write(labels, 1, window=win)
+            conf_ds.write(conf, 1, window=win)
+
+        for r, row in enumerate(rows):
+            for start in range(0, len(row), batch_size):
+                check_cancel()
+                tiles = row[start:start + batch_size]
+                images, coarses, valids = [], [], []
+                for tile in tiles:
+                    img, valid = reader.read(Window(origin.col_off + tile.col, origin.row_off + tile.row,
+                                                    tile_size, tile_size), tile_size)
+                    c = _read_coarse(coarse_ds, tile.row, tile.col, tile_size)
+                    images.append(img)
+                    coarses.append(c)
+                    valids.append(valid & (c != NO_COARSE))
+                keep = [i for i, v in enumerate(valids) if v.any()]
+                skipped += len(tiles) - len(keep)
+                if keep:
+                    batch = TileBatch(np.stack([images[i] for i in keep]), np.stack([coarses[i] for i in keep]),
+                                      np.stack([valids[i] for i in keep]))
+                    probs = refiner.predict(batch)
+                    for j, i in enumerate(keep):
+                        tile = tiles[i]
+                        h = min(tile_size, grid.height - tile.row)
+                        w = min(tile_size, grid.width - tile.col)
+                        weight = window_w[:h, :w] * valids[i][:h, :w]
+                        acc.add(probs[j][:, :h, :w], weight, tile.row, tile.col)
+                done += len(tiles)
+                elapsed = time.perf_counter() - started
+                eta = elapsed / done * (total - done)
+                report(STAGES["coarse"] + STAGES["tiles"] * done / total, f"tile {done}/{total} · ETA {eta:.0f} s")
+            next_top = rows[r + 1][0].row if r + 1 < len(rows) else grid.height
+            for first, probs, wsum in acc.release(next_top):
+                write(first, probs, wsum)
+    return done - skipped, skipped
+
+
+def _read_coarse(ds: rasterio.DatasetReader, row: int, col: int, size: int) -> np.ndarray:
+    h, w = min(size, ds.height - row), min(size, ds.width - col)
+    out = np.full((size, size), NO_COARSE, np.uint8)
+    out[:h, :w] = ds.read(1, window=Window(col, row, w, h))
+    return out
+
+
+def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: float, simplify_units: str,
+               min_area_m2: float, regularize: list[int], report: Progress,
+               check_cancel: Callable[[], None]) -> dict[int, float]:
+    from .vectorize import vectorize, vectorize_changes
+
+    base = STAGES["coarse"] + STAGES["tiles"]
+
+    def sub(lo: float, hi: float) -> Progress:
+        return lambda f, m: report(base + STAGES["vectorize"] * (lo + (hi - lo) * f), m)
+
+    skip = () if card.background_class is None else (card.background_class,)
+    areas = vectorize(out.path("refined.tif"), out.path("refined.gpkg"), "refined", classes=classes,
+                      skip_classes=skip, simplify=simplify, simplify_units=simplify_units,
+                      min_area_m2=min_area_m2, regularize_classes=regularize,
+                      progress=sub(0.0, 0.7), cancel=lambda: _cancelled(check_cancel))
+    vectorize_changes(out.path("refined.tif"), out.path("coarse.tif"), out.path("refined.gpkg"), "changes",
+                      classes=classes, min_area_m2=min_area_m2, progress=sub(0.7, 1.0),
+                      cancel=lambda: _cancelled(check_cancel))
+    return areas
+
+
+def _cancelled(check_cancel: Callable[[], None]) -> bool:
+    try:
+        check_cancel()
+    except Cancelled:
+        return True
+    return False

@@ -1,0 +1,59 @@
+"""A before/after PNG an analyst can judge at a glance: the orthophoto with the coarse class
+outlines on the left and the refined ones on the right, at most PREVIEW_PX wide per panel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image, ImageDraw
+from rasterio.windows import Window
+
+from .io.image import ImageReader
+from .models import ClassInfo
+
+PREVIEW_PX = 1024
+
+
+def _outline(labels: np.ndarray, nodata: int) -> np.ndarray:
+    """Pixels whose right or lower neighbour has another class (NoData edges excluded)."""
+    edge = np.zeros(labels.shape, bool)
+    dx = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] != nodata) & (labels[:, :-1] != nodata)
+    dy = (labels[1:] != labels[:-1]) & (labels[1:] != nodata) & (labels[:-1] != nodata)
+    edge[:, 1:] |= dx
+    edge[1:] |= dy
+    return edge
+
+
+def _panel(rgb: np.ndarray, labels: np.ndarray, classes: list[ClassInfo], nodata: int) -> np.ndarray:
+    out = rgb.copy()
+    edge = _outline(labels, nodata)
+    lut = np.zeros((256, 3), np.uint8)
+    for c in classes:
+        lut[c.id] = c.rgba()[:3]
+    # An edge pixel takes the larger class id of itself and its left/upper neighbours, so
+    # building or field outlines (ids > background) keep their colour.
+    top = np.where(labels == nodata, 0, labels).astype(np.int32)
+    owner = top.copy()
+    owner[:, 1:] = np.maximum(owner[:, 1:], top[:, :-1])
+    owner[1:] = np.maximum(owner[1:], top[:-1])
+    out[edge] = lut[owner[edge]]
+    return out
+
+
+def before_after(reader: ImageReader, window: Window, coarse_tif: Path, refined_tif: Path,
+                 classes: list[ClassInfo], out_png: Path) -> None:
+    scale = max(1.0, max(window.width, window.height) / PREVIEW_PX)
+    shape = (max(1, int(window.height / scale)), max(1, int(window.width / scale)))
+    data = reader.ds.read(reader.bands, window=window, out_shape=(len(reader.bands),) + shape).astype(np.float32)
+    rgb = np.clip((data - reader.lo[:, None, None]) / (reader.hi - reader.lo)[:, None, None], 0, 1)
+    rgb = (rgb[np.arange(3) % len(reader.bands)].transpose(1, 2, 0) * 255).astype(np.uint8)
+    panels = []
+    for path, title in ((coarse_tif, "coarse"), (refined_tif, "refined")):
+        with rasterio.open(path) as ds:
+            labels = ds.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+            panel = Image.fromarray(_panel(rgb, labels, classes, int(ds.nodata)))
+        ImageDraw.Draw(panel).text((8, 6), title, fill=(255, 255, 0))
+        panels.append(np.asarray(panel))
+    gap = np.full((shape[0], 8, 3), 255, np.uint8)
+    Image.fromarray(np.concatenate([panels[0], gap, panels[1]], axis=1)).save(out_png)
