@@ -11,7 +11,9 @@ TORCH_INDEX ?=
 # The best model the repository ships for the bundled sample.
 DEMO_MODEL ?= identity
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-venv python3-dev python3-gdal python3-scipy \
-	python3-pyproj libgdal-dev gdal-bin build-essential xvfb xauth
+	python3-pyproj libgdal-dev libgeos-dev gdal-bin build-essential xvfb xauth
+# Built from source against Debian's GDAL and GEOS (see the install recipe).
+FROM_SOURCE := rasterio,pyogrio,shapely
 QGIS_PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -26,9 +28,14 @@ $(STAMP): Makefile engine/requirements.txt engine/pyproject.toml
 	fi
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	# rasterio and pyogrio are built against Debian's GDAL: QGIS loads that GDAL too, and one
-	# process must not hold two.
-	$(PY) -m pip install -q --no-binary rasterio,pyogrio -r engine/requirements.txt
+	# rasterio, pyogrio and shapely are built against Debian's GDAL and GEOS: QGIS loads those
+	# too, and one process must not hold two (inside QGIS a shapely wheel's GEOS calls even land
+	# in QGIS's older GEOS). A wheel installed earlier (its <name>.libs folder) is rebuilt.
+	$(PY) -m pip install -q --no-binary $(FROM_SOURCE) -r engine/requirements.txt
+	@site=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['platlib'])"); \
+	wheels=$$(for p in $$(echo $(FROM_SOURCE) | tr , " "); do [ ! -d "$$site/$$p.libs" ] || echo $$p; done); \
+	[ -z "$$wheels" ] || $(PY) -m pip install -q --force-reinstall --no-deps \
+		--no-binary $(FROM_SOURCE) -c engine/requirements.txt $$wheels
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e engine
 	$(PY) -c "import sysconfig, json; json.dump({'site_packages': sysconfig.get_paths()['purelib']}, open('qgis_idgbr/engine_path.json', 'w'))"
 	mkdir -p $(QGIS_PLUGIN_DIR) && ln -sfn $(CURDIR)/qgis_idgbr $(QGIS_PLUGIN_DIR)/qgis_idgbr

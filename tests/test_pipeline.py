@@ -237,7 +237,7 @@ def test_cli_refine_and_models_list(scene, tmp_path) -> None:
                            "--out", str(tmp_path / "cli"), "--tile-size", "256", "--preview"],
                           capture_output=True, text=True, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr
-    assert "refined 16 tiles" in done.stdout and (tmp_path / "cli" / "preview.png").is_file()
+    assert "refined 25 tiles" in done.stdout and (tmp_path / "cli" / "preview.png").is_file()
     bad = subprocess.run([str(idgbr_cli), "refine", str(scene["image"]), "--coarse", str(tmp_path / "no.gpkg"),
                           "--out", str(tmp_path / "cli2")], capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and not (tmp_path / "cli2").exists()

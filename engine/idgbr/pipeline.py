@@ -2,6 +2,7 @@
 orchestrates; each arrow lives in its own module."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,10 +27,13 @@ from .tiling import tile_rows
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-OUTPUT_NAMES = ("refined.tif", "confidence.tif", "coarse.tif", "refined.gpkg", "preview.png")
+OUTPUT_NAMES = ("refined.tif", "confidence.tif", "uncertainty.tif", "coarse.tif", "refined.gpkg", "preview.png")
 NODATA = 255
 # Share of the progress bar per stage (staging the coarse layer, tiles, vectorizing).
 STAGES = {"coarse": 0.05, "tiles": 0.80, "vectorize": 0.15}
+# GDAL's block cache defaults to 5 % of RAM and fills up with written blocks: bound it so peak
+# memory stays flat whatever the raster size.
+GDAL_CACHE_MB = 256
 
 
 @dataclass
@@ -39,6 +43,7 @@ class RefineResult:
     out_dir: Path
     refined: Path
     confidence: Path
+    uncertainty: Path | None  # only when several samples were drawn per tile
     coarse: Path
     vectors: Path
     preview: Path | None
@@ -72,6 +77,7 @@ def refine(
     overwrite: bool = False,
     preview: bool = False,
     refiner_options: dict[str, Any] | None = None,
+    coarse_model: str | Path | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RefineResult:
@@ -82,8 +88,21 @@ def refine(
     `class_field` (without one, every polygon is `class_value`). aoi: a polygon layer or a
     'minx,miny,maxx,maxy' box in the image CRS. simplify: tolerance in pixels (or map units
     with simplify_units='map'); regularize_classes: classes whose outlines get right angles
-    (default: the model card's building classes; () for none).
+    (default: the model card's building classes; () for none). coarse_model: the coarse
+    segmentor run first when `coarse` is None (default: the one the model card names).
     """
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _refine(image, coarse, model, out_dir, class_field=class_field, class_value=class_value, aoi=aoi,
+                       bands=bands, tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
+                       seed=seed, simplify=simplify, simplify_units=simplify_units, min_area_m2=min_area_m2,
+                       regularize_classes=regularize_classes, overwrite=overwrite, preview=preview,
+                       refiner_options=refiner_options, coarse_model=coarse_model, progress=progress,
+                       cancel=cancel)
+
+
+def _refine(image, coarse, model, out_dir, *, class_field, class_value, aoi, bands, tile_size, overlap, batch_size,
+            device, seed, simplify, simplify_units, min_area_m2, regularize_classes, overwrite, preview,
+            refiner_options, coarse_model, progress, cancel) -> RefineResult:
     timings: dict[str, float] = {}
     report = progress or (lambda f, m: None)
 
@@ -91,16 +110,27 @@ def refine(
         if cancel is not None and cancel():
             raise Cancelled("refinement cancelled")
 
-    if coarse is None:
-        raise InputError("no coarse layer given; pass the classification to refine (--coarse)")
+    if coarse is not None and coarse_model is not None:
+        raise InputError("give a coarse layer (--coarse) or a coarse model (--coarse-model), not both")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     t0 = time.perf_counter()
     device = resolve_device(device)
-    refiner = load_refiner(model, device=device, seed=seed, **(refiner_options or {}))
+    options = dict(refiner_options or {})
+    if seed is not None:
+        options["seed"] = seed
+    refiner = load_refiner(model, device=device, **options)
     card = refiner.card
+    # Without a coarse layer, a coarse model (named by the card or the caller) makes one.
+    coarse_model = coarse_model or (card.coarse_model if coarse is None else None)
+    if coarse is None and coarse_model is None:
+        raise InputError(f"no coarse layer given, and model {card.name!r} names no coarse model; pass the "
+                         "classification to refine (--coarse) or a coarse model (--coarse-model)")
     tile_size = int(tile_size or card.tile_size)
     overlap = card.overlap if overlap is None else float(overlap)
+    with_uncertainty = int((refiner_options or {}).get("samples") or 1) > 1
+    if with_uncertainty and not hasattr(refiner, "predict_with_uncertainty"):
+        raise InputError(f"model {card.name!r} is deterministic: it cannot draw several samples")
 
     with open_raster(image) as ds:
         window, aoi_geom = parse_aoi(aoi, ds.crs, ds.transform, ds.width, ds.height)
@@ -113,17 +143,28 @@ def refine(
         with OutputFolder(out_dir, OUTPUT_NAMES, overwrite) as out:
             t = time.perf_counter()
             report(0.0, "reading the coarse layer onto the image grid")
-            stats = stage_coarse(coarse, grid, out.path("coarse.tif"), class_field=class_field,
-                                 class_value=class_value, num_classes=card.num_classes, aoi=aoi_geom,
-                                 cancel=check_cancel)
-            num_classes = card.num_classes or max(stats.max_class + 1, 2)
+            coarse_classes = None
+            if coarse is None:
+                from .coarse_stage import run_coarse_model
+
+                stats, coarse_classes = run_coarse_model(
+                    coarse_model, reader, window, grid, rows, tile_size, overlap, batch_size, device,
+                    out.path("coarse.tif"), num_classes=card.num_classes, aoi=aoi_geom, cancel=check_cancel,
+                    progress=lambda f, m: report(STAGES["coarse"] * f, m))
+            else:
+                stats = stage_coarse(coarse, grid, out.path("coarse.tif"), class_field=class_field,
+                                     class_value=class_value, num_classes=card.num_classes, aoi=aoi_geom,
+                                     cancel=check_cancel)
+            classes = card.classes or coarse_classes
+            num_classes = len(classes) if classes else max(stats.max_class + 1, 2)
             refiner.bind_classes(num_classes)
-            classes = card.classes or default_classes(num_classes)
+            classes = classes or default_classes(num_classes)
             timings["coarse"] = time.perf_counter() - t
 
             t = time.perf_counter()
             done, skipped = _run_tiles(reader, window, grid, rows, tile_size, overlap, batch_size, refiner, classes,
                                        out.path("coarse.tif"), out.path("refined.tif"), out.path("confidence.tif"),
+                                       out.path("uncertainty.tif") if with_uncertainty else None,
                                        report, check_cancel)
             timings["refine"] = time.perf_counter() - t
 
@@ -143,37 +184,45 @@ def refine(
     timings["total"] = time.perf_counter() - t0
     report(1.0, f"done in {timings['total']:.1f} s")
     final = out.final
-    return RefineResult(out.out_dir, final("refined.tif"), final("confidence.tif"), final("coarse.tif"),
+    return RefineResult(out.out_dir, final("refined.tif"), final("confidence.tif"),
+                        final("uncertainty.tif") if with_uncertainty else None, final("coarse.tif"),
                         final("refined.gpkg"), final("preview.png") if preview else None, classes,
                         {c.name: areas[c.id] for c in classes if c.id in areas}, done, skipped, device, timings)
 
 
 def _run_tiles(reader: ImageReader, origin: Window, grid: Grid, rows, tile_size: int, overlap: float, batch_size: int,
                refiner, classes: list[ClassInfo], coarse_path: Path, refined_path: Path,
-               confidence_path: Path, report: Progress, check_cancel: Callable[[], None]) -> tuple[int, int]:
-    """Predict every tile, blend them strip by strip, and write the class and confidence rasters.
-    `origin` is the window of the image raster that `grid` covers."""
+               confidence_path: Path, uncertainty_path: Path | None, report: Progress,
+               check_cancel: Callable[[], None]) -> tuple[int, int]:
+    """Predict every tile, blend them strip by strip, and write the class, confidence (and,
+    with several samples per tile, uncertainty) rasters. `origin` is the window of the image
+    raster that `grid` covers. Uncertainty is blended like one more probability channel."""
     num_classes = len(classes)
     window_w = blend_window(tile_size, int(round(tile_size * overlap)))
-    acc = StripAccumulator(num_classes, grid.width, tile_size)
+    acc = StripAccumulator(num_classes + (uncertainty_path is not None), grid.width, tile_size)
     total = sum(len(r) for r in rows)
     done = skipped = 0
     started = time.perf_counter()
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, crs=grid.crs,
                    transform=grid.transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-    with rasterio.open(coarse_path) as coarse_ds, \
-            rasterio.open(refined_path, "w", dtype="uint8", nodata=NODATA, **profile) as refined_ds, \
-            rasterio.open(confidence_path, "w", dtype="float32", nodata=-1.0, predictor=3, **profile) as conf_ds:
+    with contextlib.ExitStack() as files:
+        coarse_ds = files.enter_context(rasterio.open(coarse_path))
+        refined_ds = files.enter_context(rasterio.open(refined_path, "w", dtype="uint8", nodata=NODATA, **profile))
+        float_profile = dict(dtype="float32", nodata=-1.0, predictor=3, **profile)
+        conf_ds = files.enter_context(rasterio.open(confidence_path, "w", **float_profile))
+        unc_ds = files.enter_context(rasterio.open(uncertainty_path, "w", **float_profile)) if uncertainty_path else None
         refined_ds.write_colormap(1, {c.id: c.rgba() for c in classes})
         refined_ds.update_tags(1, **{f"class_{c.id}": c.name for c in classes})
 
-        def write(first: int, probs: np.ndarray, wsum: np.ndarray) -> None:
+        def write(first: int, blended: np.ndarray, wsum: np.ndarray) -> None:
             valid = wsum > 0
+            probs = blended[:num_classes]
             labels = np.where(valid, probs.argmax(axis=0), NODATA).astype(np.uint8)
-            conf = np.where(valid, probs.max(axis=0), -1.0).astype(np.float32)
             win = Window(0, first, grid.width, labels.shape[0])
             refined_ds.write(labels, 1, window=win)
-            conf_ds.write(conf, 1, window=win)
+            conf_ds.write(np.where(valid, probs.max(axis=0), -1.0).astype(np.float32), 1, window=win)
+            if unc_ds is not None:
+                unc_ds.write(np.where(valid, blended[num_classes], -1.0).astype(np.float32), 1, window=win)
 
         for r, row in enumerate(rows):
             for start in range(0, len(row), batch_size):
@@ -192,7 +241,11 @@ def _run_tiles(reader: ImageReader, origin: Window, grid: Grid, rows, tile_size:
                 if keep:
                     batch = TileBatch(np.stack([images[i] for i in keep]), np.stack([coarses[i] for i in keep]),
                                       np.stack([valids[i] for i in keep]))
-                    probs = refiner.predict(batch)
+                    if unc_ds is None:
+                        probs = refiner.predict(batch)
+                    else:
+                        probs, unc = refiner.predict_with_uncertainty(batch)
+                        probs = np.concatenate([probs, unc[:, None]], axis=1)
                     for j, i in enumerate(keep):
                         tile = tiles[i]
                         h = min(tile_size, grid.height - tile.row)

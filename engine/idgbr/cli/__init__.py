@@ -9,7 +9,7 @@ import sys
 
 from ..errors import Cancelled, IdgbrError
 
-COMMANDS = ("refine", "vectorize", "models", "benchmark", "evaluate", "coarsen")
+COMMANDS = ("refine", "vectorize", "models", "benchmark", "evaluate", "coarsen", "train", "predict", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not args.verbose:  # GDAL bindings log every layer they write
+        for name in ("pyogrio", "rasterio", "fiona"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

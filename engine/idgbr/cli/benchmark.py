@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("pipeline",)
+BENCHMARKS = ("pipeline", "quality", "speed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -16,8 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "orthophoto; writes refined.tif, confidence.tif, coarse.tif and "
                                    "refined.gpkg (layers 'refined' and 'changes') to --out.")
     p.add_argument("image", help="orthophoto (any GDAL raster)")
-    p.add_argument("--coarse", required=True, help="classification to refine: integer raster or polygon "
-                                                   "layer (path or 'path|layername=NAME')")
+    p.add_argument("--coarse", help="classification to refine: integer raster or polygon layer (path or "
+                                    "'path|layername=NAME'); without it a coarse model makes one")
+    p.add_argument("--coarse-model", help="coarse segmentor run first when there is no --coarse (default: the "
+                                          "one the model card names)")
     p.add_argument("--class-field", help="integer class field of a polygon layer (default: every polygon is "
                                          "--class-value)")
     p.add_argument("--class-value", type=int, default=1, help="class of polygons without --class-field (1)")
@@ -30,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int)
+    sampling = p.add_argument_group("diffusion refiners (default: the model card's setting)")
+    sampling.add_argument("--steps", type=int, help="sampling steps")
+    sampling.add_argument("--guidance", type=float, help="classifier-free guidance weight (1 = none)")
+    sampling.add_argument("--sampler", choices=["ddim", "ddim-trailing", "dpm++"])
+    sampling.add_argument("--samples", type=int, help="samples per tile; > 1 also writes uncertainty.tif")
     p.add_argument("--simplify", type=float, default=1.0, help="polygon simplification tolerance (1.0)")
     p.add_argument("--simplify-units", choices=["px", "map"], default="px")
     p.add_argument("--min-area", type=float, default=0.0, help="drop regions smaller than this many m² (0)")
@@ -45,17 +53,18 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import refine
 
     regularize = () if args.no_regularize else args.regularize
-    with tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {postfix}") as bar:
+    options = {k: getattr(args, k) for k in ("steps", "guidance", "sampler", "samples") if getattr(args, k) is not None}
+    with logging_redirect_tqdm(), tqdm(total=1000, bar_format="{percentage:3.0f}%|{bar:30}| {elapsed} {desc}") as bar:
         def progress(fraction: float, message: str) -> None:
             bar.n = int(fraction * 1000)
-            bar.set_postfix_str(message, refresh=True)
+            bar.set_description_str(message, refresh=True)
 
         result = refine(args.image, args.coarse, args.model, args.out, class_field=args.class_field,
                         class_value=args.class_value, aoi=args.aoi, bands=args.bands, tile_size=args.tile_size,
                         overlap=args.overlap, batch_size=args.batch_size, device=args.device, seed=args.seed,
                         simplify=args.simplify, simplify_units=args.simplify_units, min_area_m2=args.min_area,
                         regularize_classes=regularize, overwrite=args.overwrite, preview=args.preview,
-                        progress=progress)
+                        coarse_model=args.coarse_model, refiner_options=options, progress=progress)
     print(f"refined {result.tiles} tiles ({result.tiles_skipped} empty skipped) on {result.device} "
           f"in {result.timings_s['total']:.1f} s → {result.out_dir}")
     for name, area in result.class_areas_m2.items():

@@ -29,7 +29,8 @@ class OutputFolder:
             raise InputError(f"output folder {out} is a file")
         existing = [n for n in self.names if (out / n).exists()]
         if existing and not self.overwrite:
-            raise InputError(f"output folder {out} already holds results ({', '.join(existing)}); "
+            shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+            raise InputError(f"output folder {out} already holds results ({shown}); "
                              "choose another folder or allow overwriting (--overwrite)")
         parent = out if out.exists() else next(p for p in out.parents if p.exists())
         if not parent.is_dir():

@@ -15,7 +15,10 @@ from .registry import register_refiner
 
 @register_refiner("identity")
 class IdentityRefiner:
-    def __init__(self, card: ModelCard, folder: Path | None = None, device: str = "auto", **_: Any) -> None:
+    def __init__(self, card: ModelCard, folder: Path | None = None, device: str = "auto",
+                 seed: int | None = None, **options: Any) -> None:
+        if options:
+            raise InputError(f"model {card.name!r} takes no options ({', '.join(sorted(options))} given)")
         self.card = card
         self.num_classes = card.num_classes
 
