@@ -17,7 +17,7 @@ FROM_SOURCE := rasterio,pyogrio,shapely
 QGIS_PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo test clean
+.PHONY: install demo test package screenshot clean
 
 install: $(STAMP)
 
@@ -49,5 +49,26 @@ demo: install
 test: install
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest tests -q
 
+# The installable plugin zip (Plugins › Install from ZIP): symlinks resolved, no caches, no
+# engine_path.json (it names this machine's venv; without it the plugin says how to install the engine).
+package:
+	rm -rf dist/qgis_idgbr && mkdir -p dist
+	cp -rL qgis_idgbr dist/qgis_idgbr
+	rm -rf dist/qgis_idgbr/engine_path.json $$(find dist/qgis_idgbr -name __pycache__)
+	cd dist && rm -f qgis_idgbr.zip && zip -qr qgis_idgbr.zip qgis_idgbr && rm -rf qgis_idgbr
+	@echo "package: dist/qgis_idgbr.zip"
+
+# The real QGIS under Xvfb, plugin enabled in a throwaway profile, the sample refined: docs/screenshot.png.
+screenshot: install
+	rm -rf .screenshot && mkdir -p .screenshot/profiles/default/python/plugins .screenshot/profiles/default/QGIS
+	ln -s $(CURDIR)/qgis_idgbr .screenshot/profiles/default/python/plugins/qgis_idgbr
+	printf '[PythonPlugins]\nqgis_idgbr=true\n' > .screenshot/profiles/default/QGIS/QGIS3.ini
+	env -u QT_QPA_PLATFORM IDGBR_SAMPLE=$(CURDIR)/resources/sample IDGBR_SCREENSHOT=$(CURDIR)/docs/screenshot.png \
+		IDGBR_SCREENSHOT_RUNS=$(CURDIR)/.screenshot/runs \
+		xvfb-run -a -s "-screen 0 1600x1000x24" qgis --nologo --noversioncheck --profiles-path $(CURDIR)/.screenshot \
+		--code $(CURDIR)/resources/screenshot.py
+	rm -rf .screenshot
+	@echo "screenshot: docs/screenshot.png"
+
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out .pytest_cache dist .screenshot

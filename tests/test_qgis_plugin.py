@@ -144,8 +144,12 @@ def test_plugin_loads_adds_and_removes_its_action(qgis_iface, plugins_dir):
         assert qgis.utils.startPlugin(PLUGIN)
         plugin = qgis.utils.plugins[PLUGIN]
         assert plugin.status.ok, plugin.status.summary()
-        ((menu, action),) = [c.args for c in add.call_args_list]
+        ((menu, action), (_, dock_action)) = [c.args for c in add.call_args_list]
         assert (menu, action.text()) == ("&IDGBR", "IDGBR: about / engine status")
+        assert dock_action.text() == "IDGBR: refine boundaries"
+        from qgis.core import QgsApplication
+
+        assert QgsApplication.processingRegistry().providerById("idgbr") is not None
         assert action.parent() is qgis_iface.mainWindow()
         assert not qgis_iface.messageBar().get_messages(Qgis.Warning)
 
@@ -157,7 +161,8 @@ def test_plugin_loads_adds_and_removes_its_action(qgis_iface, plugins_dir):
 
         assert plugin.status.version == idgbr.__version__
         assert qgis.utils.unloadPlugin(PLUGIN)
-    remove.assert_called_once_with("&IDGBR", action)
+    assert [c.args for c in remove.call_args_list] == [("&IDGBR", dock_action), ("&IDGBR", action)]
+    assert QgsApplication.processingRegistry().providerById("idgbr") is None
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
     assert sip.isdeleted(action)
     assert PLUGIN not in sys.modules

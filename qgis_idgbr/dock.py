@@ -1,0 +1,339 @@
+"""The IDGBR dock: pick an image, a coarse classification and a model, run, get layers back.
+
+Built in code from qgis.gui widgets (layer and field pickers that follow the project). The dock
+only gathers settings and starts a RefineTask; the task does the work and loads the results.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsFieldProxyModel, QgsMapLayerProxyModel,
+                       QgsProject, QgsRasterLayer, QgsSettings, QgsVectorFileWriter, QgsVectorLayer)
+from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout,
+                                 QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from .export import FILE_FILTER, export_polygons
+from .presets import PRESETS, card_summary, preset_model, refiner_cards
+from .sources import SourceError, layer_path
+from .task import RefineTask, bar_and_log
+
+SETTINGS = "idgbr/dock/"
+EXTENTS = ("whole layer", "current map canvas extent", "selected features of a polygon layer")
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def torch_devices() -> str:
+    """What torch found, for the device picker's label."""
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 — the label says it, the run will fail loudly
+        return f"torch unavailable ({exc})"
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    return f"no CUDA GPU (torch {torch.__version__}): auto = CPU"
+
+
+def default_output_root(project: QgsProject) -> Path:
+    """Next to the project file, or a temporary folder while the project is unsaved."""
+    home = project.absolutePath()
+    return Path(home) / "idgbr_results" if home else Path(tempfile.gettempdir()) / "idgbr_results"
+
+
+class IdgbrDock(QDockWidget):
+    """Settings form + Run/Cancel/Export; remembers its settings with QgsSettings."""
+
+    def __init__(self, iface: Any, parent: QWidget | None = None) -> None:
+        super().__init__("IDGBR boundary refinement", parent)
+        self.setObjectName("IdgbrDock")
+        self.iface = iface
+        self.task: RefineTask | None = None
+        self.last_group = None
+        from idgbr.models import list_models
+
+        self.cards = {c.name: c for c in refiner_cards(list_models())}
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.addLayout(self._inputs_form())
+        layout.addWidget(self._advanced_box())
+        layout.addLayout(self._run_row())
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.restore_settings()
+
+    # --- building the form ---------------------------------------------------------------------
+
+    def _inputs_form(self) -> QFormLayout:
+        form = QFormLayout()
+        self.image_combo = QgsMapLayerComboBox()
+        self.image_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.coarse_combo = QgsMapLayerComboBox()
+        self.coarse_combo.setFilters(QgsMapLayerProxyModel.RasterLayer | QgsMapLayerProxyModel.PolygonLayer)
+        self.coarse_combo.setAllowEmptyLayer(True)
+        self.coarse_combo.setToolTip("empty: run the model's coarse segmentor first (when its card names one)")
+        self.field_combo = QgsFieldComboBox()
+        self.field_combo.setFilters(QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong)
+        self.field_combo.setAllowEmptyFieldName(True)
+        self.field_combo.setToolTip("integer class field; empty: every polygon is class 1")
+        self.coarse_combo.layerChanged.connect(self._coarse_changed)
+        self._coarse_changed(self.coarse_combo.currentLayer())
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItem("(custom)")
+        for preset in PRESETS:
+            if preset_model(preset, list(self.cards.values())):
+                self.preset_combo.addItem(preset.name)
+        self.preset_combo.activated.connect(lambda: self.apply_preset(self.preset_combo.currentText()))
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list(self.cards))
+        self.card_label = QLabel()
+        self.card_label.setWordWrap(True)
+        self.model_combo.currentTextChanged.connect(self._model_changed)
+        self._model_changed(self.model_combo.currentText())
+        self.extent_combo = QComboBox()
+        self.extent_combo.addItems(EXTENTS)
+        self.aoi_combo = QgsMapLayerComboBox()
+        self.aoi_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.extent_combo.currentIndexChanged.connect(lambda i: self.aoi_combo.setEnabled(i == 2))
+        self.aoi_combo.setEnabled(False)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.output_widget = QgsFileWidget()
+        self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.output_widget.setToolTip("each run writes a new sub-folder here (refined.tif, refined.gpkg, …)")
+        for label, widget in (("Image", self.image_combo), ("Coarse classes", self.coarse_combo),
+                              ("Class field", self.field_combo), ("Preset", self.preset_combo),
+                              ("Model", self.model_combo), ("", self.card_label), ("Extent", self.extent_combo),
+                              ("Polygons", self.aoi_combo), ("Device", self.device_combo),
+                              ("", QLabel(torch_devices())), ("Output folder", self.output_widget)):
+            form.addRow(label, widget)
+        return form
+
+    def _advanced_box(self) -> QgsCollapsibleGroupBox:
+        box = QgsCollapsibleGroupBox("Advanced")
+        box.setCollapsed(True)
+        form = QFormLayout(box)
+        self.steps = _spin(QSpinBox(), 0, 1000, "model default")
+        self.guidance = _spin(QDoubleSpinBox(), 0.0, 20.0, "model default", step=0.5)
+        self.samples = _spin(QSpinBox(), 1, 32, "")
+        self.samples.setToolTip("more than 1: several samples per tile and an uncertainty raster (diffusion models)")
+        self.tile_size = _spin(QSpinBox(), 0, 4096, "model default", step=64)
+        self.overlap = _spin(QDoubleSpinBox(), -0.05, 0.9, "model default", step=0.05)
+        self.batch_size = _spin(QSpinBox(), 1, 256, "")
+        self.simplify = _spin(QDoubleSpinBox(), 0.0, 100.0, "", step=0.5)
+        self.simplify.setSuffix(" px")
+        self.min_area = _spin(QDoubleSpinBox(), 0.0, 1e7, "", step=5.0)
+        self.min_area.setSuffix(" m²")
+        self.regularize = QCheckBox("right angles for building classes")
+        for label, widget in (("Sampling steps", self.steps), ("Guidance", self.guidance),
+                              ("Samples", self.samples), ("Tile size", self.tile_size),
+                              ("Overlap", self.overlap), ("Batch size", self.batch_size),
+                              ("Simplify", self.simplify), ("Minimum area", self.min_area),
+                              ("Regularize", self.regularize)):
+            form.addRow(label, widget)
+        return box
+
+    def _run_row(self) -> QVBoxLayout:
+        column = QVBoxLayout()
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.export_button = QPushButton("Export polygons…")
+        self.cancel_button.setEnabled(False)
+        self.export_button.setEnabled(False)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(self.export)
+        for button in (self.run_button, self.cancel_button, self.export_button):
+            row.addWidget(button)
+        self.progress = QProgressBar()
+        self.progress_label = QLabel()
+        column.addLayout(row)
+        column.addWidget(self.progress)
+        column.addWidget(self.progress_label)
+        return column
+
+    def _coarse_changed(self, layer: Any) -> None:
+        self.field_combo.setLayer(layer if isinstance(layer, QgsVectorLayer) else None)
+        self.field_combo.setEnabled(isinstance(layer, QgsVectorLayer))
+
+    def _model_changed(self, name: str) -> None:
+        card = self.cards.get(name)
+        self.card_label.setText(card_summary(card) if card else "no model installed")
+
+    def apply_preset(self, name: str) -> None:
+        """Model and vectorization settings of a preset, in one click."""
+        preset = next((p for p in PRESETS if p.name == name), None)
+        model = preset and preset_model(preset, list(self.cards.values()))
+        if preset is None or model is None:
+            return
+        self.preset_combo.setCurrentText(name)
+        self.model_combo.setCurrentText(model)
+        self.simplify.setValue(preset.simplify_px)
+        self.min_area.setValue(preset.min_area_m2)
+        self.regularize.setChecked(preset.regularize)
+
+    # --- settings ------------------------------------------------------------------------------
+
+    def _values(self) -> dict[str, Any]:
+        return {"model": self.model_combo.currentText(), "device": self.device_combo.currentText(),
+                "extent": self.extent_combo.currentIndex(), "steps": self.steps.value(),
+                "guidance": self.guidance.value(), "samples": self.samples.value(),
+                "tile_size": self.tile_size.value(), "overlap": self.overlap.value(),
+                "batch_size": self.batch_size.value(), "simplify": self.simplify.value(),
+                "min_area": self.min_area.value(), "regularize": self.regularize.isChecked(),
+                "output": self.output_widget.filePath()}
+
+    def save_settings(self) -> None:
+        settings = QgsSettings()
+        for key, value in self._values().items():
+            settings.setValue(SETTINGS + key, value)
+
+    def restore_settings(self) -> None:
+        s = QgsSettings()
+
+        def get(key: str, default: Any) -> Any:
+            return s.value(SETTINGS + key, default, type=type(default))
+
+        self.model_combo.setCurrentText(get("model", "guided" if "guided" in self.cards else ""))
+        self.device_combo.setCurrentText(get("device", "auto"))
+        self.extent_combo.setCurrentIndex(get("extent", 0))
+        self.steps.setValue(get("steps", 0))
+        self.guidance.setValue(get("guidance", 0.0))
+        self.samples.setValue(get("samples", 1))
+        self.tile_size.setValue(get("tile_size", 0))
+        self.overlap.setValue(get("overlap", -0.05))
+        self.batch_size.setValue(get("batch_size", 4))
+        self.simplify.setValue(get("simplify", 1.0))
+        self.min_area.setValue(get("min_area", 0.0))
+        self.regularize.setChecked(get("regularize", True))
+        self.output_widget.setFilePath(get("output", ""))
+
+    # --- running -------------------------------------------------------------------------------
+
+    def build_request(self) -> tuple[str, dict[str, Any]]:
+        """The image's name and `idgbr.refine`'s arguments; SourceError says what is wrong."""
+        image = self.image_combo.currentLayer()
+        if not isinstance(image, QgsRasterLayer):
+            raise SourceError("choose an image raster layer")
+        coarse = self.coarse_combo.currentLayer()
+        card = self.cards.get(self.model_combo.currentText())
+        if card is None:
+            raise SourceError("no model installed: see `idgbr models list`")
+        root = Path(self.output_widget.filePath() or default_output_root(QgsProject.instance()))
+        out_dir = root / f"{_safe(image.name())}_{time.strftime('%Y%m%d-%H%M%S')}"
+        args: dict[str, Any] = {
+            "image": layer_path(image), "coarse": layer_path(coarse) if coarse else None,
+            "model": str(card.path or card.name), "out_dir": str(out_dir),
+            "class_field": (self.field_combo.currentField() or None) if isinstance(coarse, QgsVectorLayer) else None,
+            "aoi": self._aoi(image, out_dir), "tile_size": self.tile_size.value() or None,
+            "overlap": None if self.overlap.value() < 0 else self.overlap.value(),
+            "batch_size": self.batch_size.value(), "device": self.device_combo.currentText(),
+            "simplify": self.simplify.value(), "min_area_m2": self.min_area.value(),
+            "regularize_classes": None if self.regularize.isChecked() else (),
+            "refiner_options": self._refiner_options(card)}
+        return image.name(), args
+
+    def _refiner_options(self, card: Any) -> dict[str, Any] | None:
+        """Sampling options only for the diffusion refiner; the others take none."""
+        if card.refiner != "idgbr":
+            return None
+        options = {"steps": self.steps.value() or None, "guidance": self.guidance.value() or None}
+        if self.samples.value() > 1:
+            options["samples"] = self.samples.value()
+        return {k: v for k, v in options.items() if v is not None} or None
+
+    def _aoi(self, image: QgsRasterLayer, out_dir: Path) -> str | tuple[float, ...] | None:
+        """None (whole layer), the canvas extent in the image CRS, or the selected polygons saved
+        to a file beside the run (the engine reads files, in its own thread)."""
+        choice = self.extent_combo.currentIndex()
+        if choice == 1:
+            canvas = self.iface.mapCanvas()
+            to_image = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), image.crs(),
+                                              QgsProject.instance())
+            r = to_image.transformBoundingBox(canvas.extent())
+            return (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
+        if choice == 2:
+            layer = self.aoi_combo.currentLayer()
+            if layer is None or not layer.selectedFeatureCount():
+                raise SourceError("select some polygons of the extent layer first")
+            path = Path(tempfile.mkdtemp(prefix="idgbr-aoi-")) / "aoi.gpkg"
+            options = QgsVectorFileWriter.SaveVectorOptions()
+            options.driverName, options.onlySelectedFeatures = "GPKG", True
+            error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
+                layer, str(path), QgsProject.instance().transformContext(), options)
+            if error != QgsVectorFileWriter.NoError:
+                raise SourceError(f"cannot save the selected polygons: {message}")
+            return str(path)
+        return None
+
+    def start(self) -> RefineTask | None:
+        """Run: check the inputs here (main thread), then hand the work to the task manager."""
+        try:
+            name, args = self.build_request()
+        except SourceError as exc:
+            self.iface.messageBar().pushWarning("IDGBR", str(exc))
+            return None
+        self.save_settings()
+        self.task = self.make_task(name, args)
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def make_task(self, name: str, args: dict[str, Any]) -> RefineTask:
+        """A task wired to this dock's progress bar, buttons and export."""
+        task = RefineTask(name, args, notify=bar_and_log(self.iface))
+        task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+        task.message.connect(self.progress_label.setText)
+        task.ended.connect(lambda: self._ended(task))
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        return task
+
+    def _ended(self, task: RefineTask) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if task.group is not None:
+            self.last_group = task.group
+            self.export_button.setEnabled(True)
+            self.progress_label.setText(f"done: {task.result.out_dir}")
+        else:
+            self.progress_label.setText(task.error or "cancelled")
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def export(self) -> None:
+        """Save the last run's refined polygons as GeoPackage, Shapefile or GeoJSON."""
+        layers = [n.layer() for n in self.last_group.findLayers()] if self.last_group else []
+        polygons = next((layer for layer in layers if isinstance(layer, QgsVectorLayer)), None)
+        if polygons is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export refined polygons", "", FILE_FILTER)
+        if not path:
+            return
+        try:
+            export_polygons(polygons, path)
+        except ValueError as exc:
+            self.iface.messageBar().pushWarning("IDGBR", str(exc))
+            return
+        self.iface.messageBar().pushSuccess("IDGBR", f"refined polygons saved to {path}")
+
+
+def _spin(box: Any, low: float, high: float, special: str, step: float = 1) -> Any:
+    """A spin box whose lowest value may mean "use the model's default"."""
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    if special:
+        box.setSpecialValueText(special)
+    box.setAlignment(Qt.AlignRight)
+    return box
+
+
+def _safe(name: str) -> str:
+    """A layer name as a folder name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:60] or "image"

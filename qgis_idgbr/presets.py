@@ -1,0 +1,52 @@
+"""One-click presets: a refiner model and vectorization settings for a common job.
+
+A preset prefers a refiner whose card mentions its subject (a buildings model for "Buildings
+cleanup"); without one it falls back on a class-agnostic refiner, which refines any classes.
+Coarse segmentors are never offered as refiners.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+COARSE_TASK = "coarse-segmentation"
+CLASS_AGNOSTIC_ORDER = ("guided", "crf", "morph", "identity")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    keywords: tuple[str, ...]
+    simplify_px: float
+    min_area_m2: float
+    regularize: bool
+
+
+PRESETS = (
+    Preset("Buildings cleanup", ("building",), simplify_px=1.0, min_area_m2=5.0, regularize=True),
+    Preset("Farmland cleanup", ("farm", "field", "parcel"), simplify_px=2.0, min_area_m2=200.0, regularize=False),
+)
+
+
+def refiner_cards(cards: list[Any]) -> list[Any]:
+    """The cards that can refine (the coarse segmentors only make coarse maps)."""
+    return [c for c in cards if c.task != COARSE_TASK]
+
+
+def preset_model(preset: Preset, cards: list[Any]) -> str | None:
+    """The model name a preset picks among `cards`, or None when none fits."""
+    cards = refiner_cards(cards)
+    for card in cards:
+        text = f"{card.name} {card.task} {card.description}".lower()
+        if card.classes is not None and any(k in text for k in preset.keywords):
+            return card.name
+    names = {c.name for c in cards if c.classes is None}
+    return next((n for n in CLASS_AGNOSTIC_ORDER if n in names), None)
+
+
+def card_summary(card: Any) -> str:
+    """The card as the dock shows it: task, classes, GSD, tile size."""
+    classes = ", ".join(c.name for c in card.classes) if card.classes else "those of the coarse layer"
+    gsd = f"{card.gsd_m:g} m" if card.gsd_m else "any"
+    return (f"<b>{card.name}</b> — {card.task or 'refiner'}<br>classes: {classes}<br>"
+            f"GSD: {gsd} · tile: {card.tile_size} px<br><i>{card.description}</i>")

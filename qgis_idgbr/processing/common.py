@@ -1,0 +1,34 @@
+"""What both algorithms share: engine progress/cancel bridged to Processing feedback, errors."""
+from __future__ import annotations
+
+from typing import Callable
+
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from ..sources import SourceError
+
+
+def bridge(feedback: QgsProcessingFeedback) -> tuple[Callable[[float, str], None], Callable[[], bool]]:
+    """The engine's progress and cancel callbacks, feeding a Processing feedback."""
+    last = {"text": ""}
+
+    def progress(fraction: float, text: str) -> None:
+        feedback.setProgress(100.0 * fraction)
+        if text != last["text"]:
+            feedback.setProgressText(text)
+            last["text"] = text
+
+    return progress, feedback.isCanceled
+
+
+def engine_errors(run: Callable[[], dict]) -> dict:
+    """Run the engine; unreadable layers, its input errors and cancels become QgsProcessingException (what
+    Processing shows the user) instead of tracebacks."""
+    import idgbr
+
+    try:
+        return run()
+    except idgbr.Cancelled as exc:
+        raise QgsProcessingException("cancelled; nothing was written") from exc
+    except (idgbr.InputError, SourceError) as exc:
+        raise QgsProcessingException(str(exc)) from exc

@@ -1,0 +1,118 @@
+"""Processing algorithm "Refine classification boundaries": `idgbr.refine` with the dock's parameters.
+
+The model is a string (an installed name or a model folder) rather than an enum, so saved models
+and qgis_process calls keep working when models are added.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingFeedback,
+                       QgsProcessingOutputRasterLayer, QgsProcessingOutputVectorLayer, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
+                       QgsProcessingParameterField, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
+
+from ..sources import layer_path
+from .common import bridge, engine_errors
+
+DEVICES = ("auto", "cpu", "cuda")
+Int, Double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+
+
+class RefineAlgorithm(QgsProcessingAlgorithm):
+    IMAGE, COARSE, CLASS_FIELD, MODEL, AOI, DEVICE = "IMAGE", "COARSE", "CLASS_FIELD", "MODEL", "AOI", "DEVICE"
+    STEPS, GUIDANCE, SAMPLES, TILE_SIZE, OVERLAP, BATCH_SIZE = ("STEPS", "GUIDANCE", "SAMPLES", "TILE_SIZE",
+                                                                 "OVERLAP", "BATCH_SIZE")
+    SIMPLIFY, MIN_AREA, REGULARIZE, SEED, OUTPUT = "SIMPLIFY", "MIN_AREA", "REGULARIZE", "SEED", "OUTPUT"
+
+    def name(self) -> str:
+        return "refine"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Refine classification boundaries"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Refines a coarse classification (integer raster, or polygons with an integer class field; no "
+                "field: every polygon is class 1) over an orthophoto. Writes refined.tif, confidence.tif, "
+                "coarse.tif and refined.gpkg (layers 'refined' and 'changes') to the output folder.")
+
+    def createInstance(self) -> "RefineAlgorithm":  # noqa: N802
+        return RefineAlgorithm()
+
+    def initAlgorithm(self, config: Any = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.IMAGE, "Image"))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            self.COARSE, "Coarse classification (raster or polygons)", optional=True,
+            types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(self.CLASS_FIELD, "Class field (integer)",
+                                                      parentLayerParameterName=self.COARSE, optional=True,
+                                                      type=QgsProcessingParameterField.Numeric))
+        self.addParameter(QgsProcessingParameterString(self.MODEL, "Model (installed name or folder)", "guided"))
+        self.addParameter(QgsProcessingParameterExtent(self.AOI, "Extent (default: the whole image)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", list(DEVICES), defaultValue=0))
+        advanced = [
+            QgsProcessingParameterNumber(self.STEPS, "Sampling steps (0: model default)", Int, 0, minValue=0),
+            QgsProcessingParameterNumber(self.GUIDANCE, "Guidance weight (0: model default)", Double, 0.0,
+                                         minValue=0),
+            QgsProcessingParameterNumber(self.SAMPLES, "Samples per tile (>1: uncertainty raster)", Int, 1,
+                                         minValue=1),
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (0: model default)", Int, 0, minValue=0),
+            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (-1: model default)", Double, -1.0,
+                                         minValue=-1, maxValue=0.9),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", Int, 4, minValue=1),
+            QgsProcessingParameterNumber(self.SIMPLIFY, "Simplification tolerance (pixels)", Double, 1.0,
+                                         minValue=0),
+            QgsProcessingParameterNumber(self.MIN_AREA, "Minimum polygon area (m²)", Double, 0.0, minValue=0),
+            QgsProcessingParameterBoolean(self.REGULARIZE, "Right angles for the model's building classes", True),
+            QgsProcessingParameterNumber(self.SEED, "Random seed (-1: none)", Int, -1, minValue=-1),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
+        self.addOutput(QgsProcessingOutputRasterLayer("REFINED", "Refined classes"))
+        self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
+        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Refined polygons",
+                                                      QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputVectorLayer("CHANGES", "Changes", QgsProcessing.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters: dict, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict:
+        import idgbr
+
+        progress, cancel = bridge(feedback)
+
+        def run() -> dict:
+            image = self.parameterAsRasterLayer(parameters, self.IMAGE, context)
+            coarse = self.parameterAsLayer(parameters, self.COARSE, context)
+            number = lambda key: self.parameterAsDouble(parameters, key, context)  # noqa: E731
+            count = lambda key: self.parameterAsInt(parameters, key, context)  # noqa: E731
+            aoi = None
+            if parameters.get(self.AOI):
+                r = self.parameterAsExtent(parameters, self.AOI, context, image.crs())
+                aoi = (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
+            options = {k: v for k, v in (("steps", count(self.STEPS)), ("guidance", number(self.GUIDANCE)),
+                                         ("samples", count(self.SAMPLES) if count(self.SAMPLES) > 1 else 0)) if v}
+            result = idgbr.refine(
+                layer_path(image), layer_path(coarse) if coarse else None,
+                self.parameterAsString(parameters, self.MODEL, context),
+                self.parameterAsString(parameters, self.OUTPUT, context),
+                class_field=(self.parameterAsString(parameters, self.CLASS_FIELD, context) or None)
+                if isinstance(coarse, QgsVectorLayer) else None,
+                aoi=aoi, tile_size=count(self.TILE_SIZE) or None,
+                overlap=None if number(self.OVERLAP) < 0 else number(self.OVERLAP),
+                batch_size=count(self.BATCH_SIZE), seed=None if count(self.SEED) < 0 else count(self.SEED),
+                device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                simplify=number(self.SIMPLIFY), min_area_m2=number(self.MIN_AREA),
+                regularize_classes=None if self.parameterAsBool(parameters, self.REGULARIZE, context) else (),
+                refiner_options=options or None, progress=progress, cancel=cancel)
+            feedback.pushInfo(f"{result.tiles} tiles on {result.device}; area per class (m²): "
+                              f"{result.class_areas_m2}")
+            return {self.OUTPUT: str(result.out_dir), "REFINED": str(result.refined),
+                    "CONFIDENCE": str(result.confidence), "POLYGONS": f"{result.vectors}|layername=refined",
+                    "CHANGES": f"{result.vectors}|layername=changes"}
+
+        return engine_errors(run)
