@@ -11,20 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsFieldProxyModel, QgsMapLayerProxyModel,
-                       QgsProject, QgsRasterLayer, QgsSettings, QgsVectorFileWriter, QgsVectorLayer)
+                       QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsUnitTypes, QgsVectorFileWriter,
+                       QgsVectorLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout,
                                  QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .export import FILE_FILTER, export_polygons
-from .presets import PRESETS, card_summary, preset_model, refiner_cards
-from .sources import SourceError, layer_path
+from .presets import COARSE_TASK, PRESETS, card_summary, coarse_choices, preset_model, refiner_cards
+from .sources import RasterExport, SourceError, is_web_raster, layer_path
 from .task import RefineTask, bar_and_log
 
 SETTINGS = "idgbr/dock/"
 EXTENTS = ("whole layer", "current map canvas extent", "selected features of a polygon layer")
 DEVICES = ("auto", "cuda", "cpu")
+PROJECT_SCOPE = "idgbr"
+RUN_COARSE = "none: run the coarse model "
+DEFAULTS: dict[str, Any] = {"model": "guided", "device": "auto", "extent": 0, "steps": 0, "guidance": 0.0,
+                            "samples": 1, "tile_size": 0, "overlap": -0.05, "batch_size": 4, "simplify": 1.0,
+                            "min_area": 0.0, "regularize": True, "output": ""}
 
 
 def torch_devices() -> str:
@@ -55,7 +61,9 @@ class IdgbrDock(QDockWidget):
         self.last_group = None
         from idgbr.models import list_models
 
-        self.cards = {c.name: c for c in refiner_cards(list_models())}
+        installed = list_models()
+        self.cards = {c.name: c for c in refiner_cards(installed)}
+        self.coarse_cards = {c.name: c for c in installed if c.task == COARSE_TASK}
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addLayout(self._inputs_form())
@@ -64,6 +72,7 @@ class IdgbrDock(QDockWidget):
         layout.addStretch(1)
         self.setWidget(body)
         self.restore_settings()
+        QgsProject.instance().readProject.connect(self.restore_project_settings)
 
     # --- building the form ---------------------------------------------------------------------
 
@@ -74,7 +83,7 @@ class IdgbrDock(QDockWidget):
         self.coarse_combo = QgsMapLayerComboBox()
         self.coarse_combo.setFilters(QgsMapLayerProxyModel.RasterLayer | QgsMapLayerProxyModel.PolygonLayer)
         self.coarse_combo.setAllowEmptyLayer(True)
-        self.coarse_combo.setToolTip("empty: run the model's coarse segmentor first (when its card names one)")
+        self.coarse_combo.setToolTip(f"'{RUN_COARSE}…': no coarse layer, the coarse model makes one first")
         self.field_combo = QgsFieldComboBox()
         self.field_combo.setFilters(QgsFieldProxyModel.Int | QgsFieldProxyModel.LongLong)
         self.field_combo.setAllowEmptyFieldName(True)
@@ -163,6 +172,7 @@ class IdgbrDock(QDockWidget):
     def _model_changed(self, name: str) -> None:
         card = self.cards.get(name)
         self.card_label.setText(card_summary(card) if card else "no model installed")
+        self.coarse_combo.setAdditionalItems([RUN_COARSE + n for n in coarse_choices(card, self.coarse_cards)])
 
     def apply_preset(self, name: str) -> None:
         """Model and vectorization settings of a preset, in one click."""
@@ -187,35 +197,50 @@ class IdgbrDock(QDockWidget):
                 "min_area": self.min_area.value(), "regularize": self.regularize.isChecked(),
                 "output": self.output_widget.filePath()}
 
+    def _apply(self, values: dict[str, Any]) -> None:
+        """Show saved values (a subset of _values()'s keys) in the form."""
+        setters = {"model": self.model_combo.setCurrentText, "device": self.device_combo.setCurrentText,
+                   "extent": self.extent_combo.setCurrentIndex, "steps": self.steps.setValue,
+                   "guidance": self.guidance.setValue, "samples": self.samples.setValue,
+                   "tile_size": self.tile_size.setValue, "overlap": self.overlap.setValue,
+                   "batch_size": self.batch_size.setValue, "simplify": self.simplify.setValue,
+                   "min_area": self.min_area.setValue, "regularize": self.regularize.setChecked,
+                   "output": self.output_widget.setFilePath}
+        for key, value in values.items():
+            setters[key](value)
+
     def save_settings(self) -> None:
-        settings = QgsSettings()
+        """The last run's settings, for the next QGIS session and in the project (saved with it)."""
+        settings, project = QgsSettings(), QgsProject.instance()
         for key, value in self._values().items():
             settings.setValue(SETTINGS + key, value)
+            project.writeEntry(PROJECT_SCOPE, key, _to_entry(value))
 
     def restore_settings(self) -> None:
+        """QgsSettings first (the last session), then the current project's own entries on top."""
         s = QgsSettings()
+        self._apply({key: s.value(SETTINGS + key, default, type=type(default))
+                     for key, default in DEFAULTS.items()})
+        self.restore_project_settings()
 
-        def get(key: str, default: Any) -> Any:
-            return s.value(SETTINGS + key, default, type=type(default))
+    def restore_project_settings(self, *_: Any) -> None:
+        """The entries the project file holds (scope "idgbr"); connected to QgsProject.readProject."""
+        project, values = QgsProject.instance(), {}
+        for key, current in self._values().items():
+            text, found = project.readEntry(PROJECT_SCOPE, key, "")
+            if found:
+                values[key] = _from_entry(text, type(current))
+        self._apply(values)
 
-        self.model_combo.setCurrentText(get("model", "guided" if "guided" in self.cards else ""))
-        self.device_combo.setCurrentText(get("device", "auto"))
-        self.extent_combo.setCurrentIndex(get("extent", 0))
-        self.steps.setValue(get("steps", 0))
-        self.guidance.setValue(get("guidance", 0.0))
-        self.samples.setValue(get("samples", 1))
-        self.tile_size.setValue(get("tile_size", 0))
-        self.overlap.setValue(get("overlap", -0.05))
-        self.batch_size.setValue(get("batch_size", 4))
-        self.simplify.setValue(get("simplify", 1.0))
-        self.min_area.setValue(get("min_area", 0.0))
-        self.regularize.setChecked(get("regularize", True))
-        self.output_widget.setFilePath(get("output", ""))
+    def detach(self) -> None:
+        """Stop following the project (the plugin unloads, the dock goes away)."""
+        QgsProject.instance().readProject.disconnect(self.restore_project_settings)
 
     # --- running -------------------------------------------------------------------------------
 
-    def build_request(self) -> tuple[str, dict[str, Any]]:
-        """The image's name and `idgbr.refine`'s arguments; SourceError says what is wrong."""
+    def build_request(self) -> tuple[str, dict[str, Any], RasterExport | None]:
+        """The image's name, `idgbr.refine`'s arguments and, for a web map, how to save it as the
+        run's image first; SourceError says what is wrong."""
         image = self.image_combo.currentLayer()
         if not isinstance(image, QgsRasterLayer):
             raise SourceError("choose an image raster layer")
@@ -223,19 +248,54 @@ class IdgbrDock(QDockWidget):
         card = self.cards.get(self.model_combo.currentText())
         if card is None:
             raise SourceError("no model installed: see `idgbr models list`")
+        coarse_model = self._coarse_model() if coarse is None else None
         root = Path(self.output_widget.filePath() or default_output_root(QgsProject.instance()))
         out_dir = root / f"{_safe(image.name())}_{time.strftime('%Y%m%d-%H%M%S')}"
+        aoi, source = self._aoi(image, out_dir), None
+        if is_web_raster(image):
+            source = RasterExport.plan(image, self._web_extent(image, aoi), self._web_resolution(image, card),
+                                       out_dir.with_name(f"{out_dir.name}_image.tif"))
         args: dict[str, Any] = {
-            "image": layer_path(image), "coarse": layer_path(coarse) if coarse else None,
-            "model": str(card.path or card.name), "out_dir": str(out_dir),
+            "image": str(source.path) if source else layer_path(image),
+            "coarse": layer_path(coarse) if coarse else None,
+            "model": str(card.path or card.name), "out_dir": str(out_dir), "coarse_model": coarse_model,
             "class_field": (self.field_combo.currentField() or None) if isinstance(coarse, QgsVectorLayer) else None,
-            "aoi": self._aoi(image, out_dir), "tile_size": self.tile_size.value() or None,
+            "aoi": aoi, "tile_size": self.tile_size.value() or None,
             "overlap": None if self.overlap.value() < 0 else self.overlap.value(),
             "batch_size": self.batch_size.value(), "device": self.device_combo.currentText(),
             "simplify": self.simplify.value(), "min_area_m2": self.min_area.value(),
             "regularize_classes": None if self.regularize.isChecked() else (),
             "refiner_options": self._refiner_options(card)}
-        return image.name(), args
+        return image.name(), args, source
+
+    def _web_extent(self, image: QgsRasterLayer, aoi: str | tuple[float, ...] | None) -> QgsRectangle:
+        """The part of a web map to save, in its CRS: the canvas box or the selected polygons'
+        bounds (empty for the whole layer, which RasterExport refuses: it is the whole world)."""
+        if isinstance(aoi, tuple):
+            return QgsRectangle(*aoi)
+        if aoi is None:
+            return QgsRectangle()
+        layer = self.aoi_combo.currentLayer()
+        to_image = QgsCoordinateTransform(layer.crs(), image.crs(), QgsProject.instance())
+        return to_image.transformBoundingBox(layer.boundingBoxOfSelected())
+
+    def _web_resolution(self, image: QgsRasterLayer, card: Any) -> float:
+        """Map units per pixel for a web map: the model's GSD when it has one and the map is in
+        metres, otherwise what the canvas shows now."""
+        if card.gsd_m and image.crs().mapUnits() == QgsUnitTypes.DistanceMeters:
+            return float(card.gsd_m)
+        canvas = self.iface.mapCanvas()
+        settings = canvas.mapSettings()
+        to_image = QgsCoordinateTransform(settings.destinationCrs(), image.crs(), QgsProject.instance())
+        return to_image.transformBoundingBox(canvas.extent()).width() / max(settings.outputSize().width(), 1)
+
+    def _coarse_model(self) -> str | None:
+        """The coarse model picked in the coarse layer list ("none: run …"), as a path."""
+        text = self.coarse_combo.currentText()
+        if not text.startswith(RUN_COARSE):
+            return None
+        card = self.coarse_cards.get(text[len(RUN_COARSE):])
+        return str(card.path or card.name) if card else text[len(RUN_COARSE):]
 
     def _refiner_options(self, card: Any) -> dict[str, Any] | None:
         """Sampling options only for the diffusion refiner; the others take none."""
@@ -273,18 +333,18 @@ class IdgbrDock(QDockWidget):
     def start(self) -> RefineTask | None:
         """Run: check the inputs here (main thread), then hand the work to the task manager."""
         try:
-            name, args = self.build_request()
+            name, args, source = self.build_request()
         except SourceError as exc:
             self.iface.messageBar().pushWarning("IDGBR", str(exc))
             return None
         self.save_settings()
-        self.task = self.make_task(name, args)
+        self.task = self.make_task(name, args, source)
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
-    def make_task(self, name: str, args: dict[str, Any]) -> RefineTask:
+    def make_task(self, name: str, args: dict[str, Any], source: RasterExport | None = None) -> RefineTask:
         """A task wired to this dock's progress bar, buttons and export."""
-        task = RefineTask(name, args, notify=bar_and_log(self.iface))
+        task = RefineTask(name, args, notify=bar_and_log(self.iface), source=source)
         task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         task.message.connect(self.progress_label.setText)
         task.ended.connect(lambda: self._ended(task))
@@ -332,6 +392,15 @@ def _spin(box: Any, low: float, high: float, special: str, step: float = 1) -> A
         box.setSpecialValueText(special)
     box.setAlignment(Qt.AlignRight)
     return box
+
+
+def _to_entry(value: Any) -> str:
+    """Project entries are kept as text: one writeEntry overload, no bool/int ambiguity."""
+    return ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+
+def _from_entry(text: str, kind: type) -> Any:
+    return text == "1" if kind is bool else kind(text)
 
 
 def _safe(name: str) -> str:

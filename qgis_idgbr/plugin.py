@@ -66,6 +66,7 @@ class IdgbrPlugin:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
         if self.dock is not None:
+            self.dock.detach()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -44,6 +44,13 @@ def preset_model(preset: Preset, cards: list[Any]) -> str | None:
     return next((n for n in CLASS_AGNOSTIC_ORDER if n in names), None)
 
 
+def coarse_choices(card: Any, coarse_cards: dict[str, Any]) -> list[str]:
+    """Coarse models that can stand in for a coarse layer: the one the refiner's card names first,
+    then the installed coarse segmentors."""
+    named = [card.coarse_model] if card is not None and card.coarse_model else []
+    return named + [name for name in coarse_cards if name not in named]
+
+
 def card_summary(card: Any) -> str:
     """The card as the dock shows it: task, classes, GSD, tile size."""
     classes = ", ".join(c.name for c in card.classes) if card.classes else "those of the coarse layer"

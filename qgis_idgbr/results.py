@@ -1,6 +1,9 @@
 """Load a finished run's outputs into the project as one styled layer group.
 
 Runs on the main thread only (QgsTask.finished): layers and the layer tree belong to it.
+Fixed styles (changes, confidence, uncertainty) are QML files shipped in resources/styles. The
+class colours depend on the model, so the class styles are built here from its card, and the
+polygons' style is also saved into the GeoPackage as its default: it follows the file anywhere.
 """
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTreeGroup, QgsPalettedRasterRenderer,
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsLayerTreeGroup, QgsPalettedRasterRenderer,
                        QgsProject, QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
 REFINED_LAYER, CHANGES_LAYER = "refined", "changes"
+STYLES = Path(__file__).resolve().parent / "styles"  # a link to resources/styles; `make package` copies it
 
 
 def group_name(image_name: str, when: float | None = None) -> str:
@@ -26,10 +30,10 @@ def load_results(result: Any, image_name: str, project: QgsProject | None = None
     project = project or QgsProject.instance()
     layers = [_paletted(QgsRasterLayer(str(result.refined), "refined classes"), result.classes),
               _by_class(_gpkg_layer(result.vectors, REFINED_LAYER, "refined polygons"), result.classes),
-              _changes_style(_gpkg_layer(result.vectors, CHANGES_LAYER, "changes")),
-              QgsRasterLayer(str(result.confidence), "confidence")]
+              _styled(_gpkg_layer(result.vectors, CHANGES_LAYER, "changes"), "changes"),
+              _styled(QgsRasterLayer(str(result.confidence), "confidence"), "confidence")]
     if result.uncertainty is not None:
-        layers.append(QgsRasterLayer(str(result.uncertainty), "uncertainty"))
+        layers.append(_styled(QgsRasterLayer(str(result.uncertainty), "uncertainty"), "uncertainty"))
     bad = [layer.name() for layer in layers if not layer.isValid()]
     if bad:
         raise RuntimeError(f"QGIS cannot open the outputs {', '.join(bad)} in {result.out_dir}")
@@ -71,12 +75,17 @@ def _by_class(layer: QgsVectorLayer, classes: list) -> QgsVectorLayer:
         symbol.setOpacity(0.6)
         categories.append(QgsRendererCategory(c.id, symbol, c.name))
     layer.setRenderer(QgsCategorizedSymbolRenderer("class_id", categories))
+    # Default style inside the GeoPackage: opening or exporting the file elsewhere keeps the colours.
+    error = layer.saveStyleToDatabase("idgbr classes", "IDGBR refined classes", True, "")
+    if error:
+        raise RuntimeError(f"cannot save the polygons' style into {layer.source()}: {error}")
     return layer
 
 
-def _changes_style(layer: QgsVectorLayer) -> QgsVectorLayer:
-    """Outlines only: where the class changed, without hiding what is under it."""
+def _styled(layer: Any, style: str) -> Any:
+    """Apply a shipped QML style (resources/styles/<style>.qml)."""
     if layer.isValid():
-        layer.renderer().setSymbol(QgsFillSymbol.createSimple(
-            {"style": "no", "outline_color": "#ff00ff", "outline_width": "0.6"}))
+        message, ok = layer.loadNamedStyle(str(STYLES / f"{style}.qml"))
+        if not ok:
+            raise RuntimeError(f"cannot apply the style {style}.qml: {message}")
     return layer

@@ -13,6 +13,7 @@ from qgis.core import Qgis, QgsLayerTreeGroup, QgsMessageLog, QgsProject, QgsTas
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .results import load_results
+from .sources import RasterExport
 
 LOG_TAG = "IDGBR"
 OOM_HINT = ("the GPU ran out of memory: lower the batch size or the tile size in the advanced settings, "
@@ -41,18 +42,26 @@ class RefineTask(QgsTask):
     ended = pyqtSignal()  # after finished() has loaded the layers or reported why not
 
     def __init__(self, image_name: str, refine_args: dict[str, Any], notify: Notify = log_only,
-                 project: QgsProject | None = None) -> None:
+                 project: QgsProject | None = None, source: RasterExport | None = None) -> None:
         super().__init__(f"IDGBR: refine {image_name}", QgsTask.CanCancel)
         self.image_name = image_name
         self.refine_args = refine_args
         self.notify = notify
         self.project = project
+        self.source = source  # a web image, saved as the run's image file first
         self.result: Any = None
         self.error: str | None = None
         self.group: QgsLayerTreeGroup | None = None
 
     def run(self) -> bool:
-        """Worker thread: the engine only."""
+        """Worker thread: the engine only (and saving a web image for it). A run that does not
+        succeed leaves no saved image behind either."""
+        done = self._run()
+        if not done and self.source is not None:
+            self.source.path.unlink(missing_ok=True)
+        return done
+
+    def _run(self) -> bool:
         import idgbr
 
         def progress(fraction: float, text: str) -> None:
@@ -60,6 +69,9 @@ class RefineTask(QgsTask):
             self.message.emit(text)
 
         try:
+            if self.source is not None:
+                self.message.emit(f"saving the web map to {self.source.path.name}")
+                self.refine_args["image"] = self.source.write()
             self.result = idgbr.refine(**self.refine_args, progress=progress, cancel=self.isCanceled)
         except idgbr.Cancelled:
             return False

@@ -4,11 +4,14 @@ The task is driven as QGIS would, minus the thread: run() (the engine only), the
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsLayerTreeGroup, QgsPalettedRasterRenderer,
-                       QgsProject, QgsRasterLayer, QgsVectorLayer)
+from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsFeature, QgsGeometry, QgsLayerTreeGroup,
+                       QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings,
+                       QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsVectorLayer)
 
 from tests.qgis_helpers import mosaic, plugin_package  # noqa: F401 (fixtures)
 
@@ -38,6 +41,7 @@ def dock(project, qgis_iface, tmp_path):
     dock.model_combo.setCurrentText("identity")
     dock.output_widget.setFilePath(str(tmp_path / "results"))
     yield dock
+    dock.detach()
     dock.deleteLater()
 
 
@@ -54,7 +58,7 @@ def test_dock_lists_the_project_layers_and_builds_a_request(dock, project, mosai
     assert "coarse-buildings" not in dock.cards  # segmentors are not refiners
     assert "class_id" in [dock.field_combo.itemText(i) for i in range(dock.field_combo.count())]
 
-    name, args = dock.build_request()
+    name, args, _ = dock.build_request()
     assert name == "ortho" and args["image"] == str(mosaic[0])
     assert args["coarse"] == f"{mosaic[1]}|layername=buildings"
     assert Path(args["out_dir"]).parent == tmp_path / "results" and args["refiner_options"] is None
@@ -63,7 +67,9 @@ def test_dock_lists_the_project_layers_and_builds_a_request(dock, project, mosai
 def test_presets_pick_a_model_and_vectorization_settings(dock):
     dock.regularize.setChecked(False)
     dock.apply_preset("Buildings cleanup")
-    assert dock.model_combo.currentText() == "guided" and dock.regularize.isChecked()
+    card = dock.cards[dock.model_combo.currentText()]  # a buildings refiner when one is installed
+    assert ("building" in f"{card.name} {card.description}".lower() or card.name == "guided")
+    assert dock.regularize.isChecked()
     dock.apply_preset("Farmland cleanup")
     assert dock.min_area.value() == 200.0 and not dock.regularize.isChecked()
 
@@ -91,6 +97,13 @@ def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_i
     assert [c.label for c in renderer.classes()] == ["background", "class 1"]
     polygons = layers["refined polygons"]
     assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer) and polygons.featureCount() > 0
+    reopened = QgsVectorLayer(polygons.source(), "again", "ogr")  # the style travels in the GeoPackage
+    assert [c.label() for c in reopened.renderer().categories()] == ["background", "class 1"]
+    confidence = layers["confidence"].renderer()  # the shipped QML
+    assert isinstance(confidence, QgsSingleBandPseudoColorRenderer)
+    assert (confidence.classificationMin(), confidence.classificationMax()) == (0.0, 1.0)
+    assert isinstance(layers["changes"].renderer(), QgsSingleSymbolRenderer)
+    assert layers["changes"].renderer().symbol().color().name() == "#ff00ff"
     assert qgis_iface.messageBar().get_messages(Qgis.Success)
 
     assert dock.export_button.isEnabled()  # the dock noticed (taskCompleted is emitted by finished)
@@ -100,7 +113,7 @@ def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_i
 
 
 def test_cancelling_mid_run_leaves_no_files_and_no_layers(dock, qgis_iface):
-    name, args = dock.build_request()
+    name, args, _ = dock.build_request()
     task = dock.make_task(name, args)
     task.message.connect(lambda text: text.startswith("tile ") and task.cancel())
     assert not task.run() and task.error is None  # the engine's Cancelled, not a failure
@@ -112,7 +125,7 @@ def test_cancelling_mid_run_leaves_no_files_and_no_layers(dock, qgis_iface):
 
 
 def test_bad_input_shows_the_engine_message_and_adds_nothing(dock, qgis_iface):
-    name, args = dock.build_request()
+    name, args, _ = dock.build_request()
     task = dock.make_task(name, {**args, "class_field": "no_such_field"})
     assert not task.run()
     task.finished(False)
@@ -127,3 +140,114 @@ def test_layers_without_a_file_are_refused(dock, qgis_iface):
     assert dock.start() is None
     (message,) = qgis_iface.messageBar().get_messages(Qgis.Warning)
     assert "'memory' provider" in message and not _groups()
+
+
+def test_settings_are_kept_per_project(dock, tmp_path):
+    dock.model_combo.setCurrentText("morph")
+    dock.samples.setValue(3)
+    dock.overlap.setValue(0.4)
+    dock.regularize.setChecked(False)
+    dock.save_settings()  # what a run does
+    project = QgsProject.instance()
+    assert project.write(str(tmp_path / "p.qgz"))
+    dock.model_combo.setCurrentText("identity")
+    dock.samples.setValue(1)
+    dock.regularize.setChecked(True)
+    dock.output_widget.setFilePath("elsewhere")
+
+    assert project.read(str(tmp_path / "p.qgz"))
+    assert dock.model_combo.currentText() == "morph" and dock.samples.value() == 3
+    assert dock.overlap.value() == 0.4 and not dock.regularize.isChecked()
+    assert dock.output_widget.filePath() == str(tmp_path / "results")
+    QgsSettings().remove("idgbr/dock")  # the next session starts from the defaults again
+
+
+def _sub_rectangle(image: QgsRasterLayer, first: int, size: int, height: int | None = None) -> QgsRectangle:
+    """`size` × `height` (default `size`) pixels of the image, `first` pixels in from its lower-left corner."""
+    e, px = image.extent(), image.rasterUnitsPerPixelX()
+    x, y = e.xMinimum() + first * px, e.yMinimum() + first * px
+    return QgsRectangle(x, y, x + size * px, y + (height or size) * px)
+
+
+def _run(dock) -> QgsRasterLayer:
+    """Run the dock's request as the task manager would; the refined raster layer."""
+    task = dock.make_task(*dock.build_request())
+    assert task.run(), task.error
+    task.finished(True)
+    return next(n.layer() for n in _groups()[0].findLayers() if n.layer().name() == "refined classes")
+
+
+def test_the_coarse_model_runs_over_the_canvas_extent(dock, project, qgis_canvas):
+    image = project[0]
+    qgis_canvas.setDestinationCrs(image.crs())
+    screen = qgis_canvas.mapSettings().outputSize()  # a 256-pixel wide view, the canvas' shape
+    view = _sub_rectangle(image, 384, 256, round(256 * screen.height() / screen.width()))
+    qgis_canvas.setExtent(view)
+    dock.extent_combo.setCurrentIndex(1)
+    choices = [dock.coarse_combo.itemText(i) for i in range(dock.coarse_combo.count())]
+    assert "none: run the coarse model coarse-buildings" in choices
+    dock.coarse_combo.setCurrentText("none: run the coarse model coarse-buildings")
+
+    name, args, _ = dock.build_request()
+    assert args["coarse"] is None and args["coarse_model"].endswith("coarse-buildings")
+    refined = _run(dock)
+    assert refined.crs() == image.crs()
+    assert qgis_canvas.extent().buffered(image.rasterUnitsPerPixelX()).contains(refined.extent())
+    assert refined.width() <= 258 and refined.height() < image.height()
+
+
+def test_selected_features_bound_the_run(dock, project, tmp_path):
+    image = project[0]
+    aoi = QgsVectorLayer(f"Polygon?crs={image.crs().authid()}", "aoi", "memory")
+    inside, elsewhere = QgsFeature(), QgsFeature()
+    inside.setGeometry(QgsGeometry.fromRect(_sub_rectangle(image, 100, 200)))
+    elsewhere.setGeometry(QgsGeometry.fromRect(_sub_rectangle(image, 700, 200)))
+    aoi.dataProvider().addFeatures([inside, elsewhere])
+    QgsProject.instance().addMapLayer(aoi)
+    aoi.selectByIds([next(aoi.getFeatures()).id()])
+    dock.extent_combo.setCurrentIndex(2)
+    dock.aoi_combo.setLayer(aoi)
+
+    refined = _run(dock)
+    assert _sub_rectangle(image, 99, 202).contains(refined.extent())
+    assert refined.width() <= 201 and refined.height() <= 201
+
+
+@pytest.fixture(scope="module")
+def xyz_tiles(shared_data, tmp_path_factory) -> Path:
+    """The real z21 OAM tiles of ../shared/data in the {z}/{x}/{y}.png layout of a tile server."""
+    root = tmp_path_factory.mktemp("xyz")
+    for png in (shared_data / "buildings_hot_oam" / "area2" / "images").glob("OAM-*-*-*.png"):
+        _, x, y, z = png.stem.split("-")
+        (root / z / x).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, root / z / x / f"{y}.png")
+    return root
+
+
+def test_a_web_map_is_saved_for_the_extent_then_refined(dock, project, qgis_canvas, xyz_tiles, tmp_path):
+    url = quote(f"file://{xyz_tiles}/{{z}}/{{x}}/{{y}}.png", safe=":/")
+    web = QgsRasterLayer(f"type=xyz&url={url}&zmin=21&zmax=21", "oam tiles", "wms")
+    assert web.isValid() and web.crs().authid() == "EPSG:3857"
+    QgsProject.instance().addMapLayer(web)
+    dock.image_combo.setLayer(web)
+    dock.extent_combo.setCurrentIndex(0)
+    assert dock.start() is None  # the whole layer of a web map is the whole world
+    (message,) = dock.iface.messageBar().get_messages(Qgis.Warning)
+    assert "whole world" in message
+
+    image = project[0]
+    qgis_canvas.setDestinationCrs(image.crs())
+    screen = qgis_canvas.mapSettings().outputSize()
+    qgis_canvas.setExtent(_sub_rectangle(image, 300, 256, round(256 * screen.height() / screen.width())))
+    dock.extent_combo.setCurrentIndex(1)
+    name, args, source = dock.build_request()
+    assert source is not None and args["image"] == str(source.path) and source.path.parent == tmp_path / "results"
+    refined = _run(dock)
+    saved = QgsRasterLayer(args["image"], "saved")
+    assert saved.isValid() and saved.bandCount() >= 3 and saved.crs() == web.crs()
+    assert saved.dataProvider().bandStatistics(1).stdDev > 10  # the tiles' pixels, not a blank canvas
+    assert abs(saved.rasterUnitsPerPixelX() - qgis_canvas.mapUnitsPerPixel()) < 1e-3 * saved.rasterUnitsPerPixelX()
+    assert refined.crs() == web.crs() and refined.extent().intersects(qgis_canvas.extent())
+    assert qgis_canvas.extent().buffered(saved.rasterUnitsPerPixelX()).contains(refined.extent())
+    polygons = next(n.layer() for n in _groups()[0].findLayers() if n.layer().name() == "refined polygons")
+    assert polygons.featureCount() > 0  # buildings of the coarse layer found on the saved image

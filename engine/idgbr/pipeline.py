@@ -31,9 +31,6 @@ OUTPUT_NAMES = ("refined.tif", "confidence.tif", "uncertainty.tif", "coarse.tif"
 NODATA = 255
 # Share of the progress bar per stage (staging the coarse layer, tiles, vectorizing).
 STAGES = {"coarse": 0.05, "tiles": 0.80, "vectorize": 0.15}
-# GDAL's block cache defaults to 5 % of RAM and fills up with written blocks: bound it so peak
-# memory stays flat whatever the raster size.
-GDAL_CACHE_MB = 256
 
 
 @dataclass
@@ -91,18 +88,6 @@ def refine(
     (default: the model card's building classes; () for none). coarse_model: the coarse
     segmentor run first when `coarse` is None (default: the one the model card names).
     """
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        return _refine(image, coarse, model, out_dir, class_field=class_field, class_value=class_value, aoi=aoi,
-                       bands=bands, tile_size=tile_size, overlap=overlap, batch_size=batch_size, device=device,
-                       seed=seed, simplify=simplify, simplify_units=simplify_units, min_area_m2=min_area_m2,
-                       regularize_classes=regularize_classes, overwrite=overwrite, preview=preview,
-                       refiner_options=refiner_options, coarse_model=coarse_model, progress=progress,
-                       cancel=cancel)
-
-
-def _refine(image, coarse, model, out_dir, *, class_field, class_value, aoi, bands, tile_size, overlap, batch_size,
-            device, seed, simplify, simplify_units, min_area_m2, regularize_classes, overwrite, preview,
-            refiner_options, coarse_model, progress, cancel) -> RefineResult:
     timings: dict[str, float] = {}
     report = progress or (lambda f, m: None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,13 +18,17 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
+from ..cli import GDAL_CACHE_MB
+
 CELL = 48  # one generated "building" per CELL×CELL pixels
+# Peak RSS is read from VmHWM, the high-water mark of this process's own memory: getrusage's
+# ru_maxrss would also count the parent's peak (the scene generation) through fork + exec.
 CHILD = """
-import json, resource, sys, idgbr
+import json, sys, idgbr
 image, coarse, out, model = sys.argv[1:5]
 r = idgbr.refine(image, coarse, model, out, overwrite=True)
-print(json.dumps({"timings": r.timings_s, "tiles": r.tiles,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"timings": r.timings_s, "tiles": r.tiles, "peak_rss_mb": hwm / 1024}))
 """
 
 
@@ -71,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes:
             image, coarse = write_scene(Path(tmp), size)
             done = subprocess.run([sys.executable, "-c", CHILD, str(image), str(coarse), str(Path(tmp) / f"out_{size}"),
-                                   args.model], capture_output=True, text=True)
+                                   args.model], capture_output=True, text=True,
+                                  env={**os.environ, "GDAL_CACHEMAX": GDAL_CACHE_MB})
             if done.returncode != 0:
                 print(done.stderr, file=sys.stderr)
                 return 1

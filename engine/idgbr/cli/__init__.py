@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from ..errors import Cancelled, IdgbrError
+
+# GDAL's block cache defaults to 5 % of RAM and fills up with the blocks a run writes: cap it
+# for the command line so peak memory stays flat whatever the raster size. This is process-wide
+# GDAL state, so the library never changes it (inside QGIS that crashed QGIS's own rendering).
+GDAL_CACHE_MB = "64"
 
 COMMANDS = ("refine", "vectorize", "models", "benchmark", "evaluate", "coarsen", "train", "predict", "data")
 
@@ -22,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not args.verbose:  # GDAL bindings log every layer they write
