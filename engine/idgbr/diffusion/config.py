@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .train import TrainConfig as RefinerTrainConfig
 
 
 @dataclass
@@ -63,18 +64,14 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RefinerTrainConfig):
+    """The refiner trainer's settings (idgbr.diffusion.train.TrainConfig: optimiser, EMA, CFG
+    dropout, cubic timesteps, REPA, precision) with CPU-sized defaults, plus what the run loops
+    and the label-embedding and VAE steps read."""
+
     steps: int = 3000
-    batch_size: int = 4
     lr: float = 3e-4
     warmup: int = 100
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    cond_dropout: float = 0.15
-    cubic_timesteps: bool = False
-    repa_lambda: float = 0.5
-    repa_steps: int = 200
     noise_std: float = 0.3  # label-embed: Gaussian noise on the codes
     kl_weight: float = 1e-6  # vae: weight of the KL term
     label_share: float = 0.5  # vae: share of each batch made of embedded label maps
@@ -82,7 +79,6 @@ class TrainConfig:
     checkpoint_every: int = 200
     validate_every: int = 500  # refiner only; 0 = only at the end
     max_minutes: float | None = None  # stop (checkpoint, save) when this wall time is spent
-    seed: int = 0
     threads: int | None = None
     device: str = "auto"
 

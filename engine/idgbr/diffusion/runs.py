@@ -12,7 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from ..errors import InputError
 from .config import DiffusionConfig
 from .data import BatchSampler, ValTile, dataset_gsd, open_tiles, to_tensors, validation_tiles
 from .label_embed import LabelEmbedding
-from .train import (STATE_FILE, DinoTeacher, RefinerTrainer, TrainConfig, fit_scaling_factor, label_embedding_step,
+from .train import (STATE_FILE, DinoTeacher, RefinerTrainer, fit_scaling_factor, label_embedding_step,
                     seed_everything, vae_step, warmup_cosine)
 
 Report = Callable[[str], None]
@@ -274,11 +274,8 @@ def train_refiner(cfg: DiffusionConfig, resume: bool = False, report: Report = p
     k, t = len(tiles.classes), cfg.train
     model = build_refiner_model(cfg, k)
     teacher = DinoTeacher(cfg.model.repa_teacher) if cfg.model.repa_teacher else None
-    tc = TrainConfig(steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup,
-                     grad_clip=t.grad_clip, ema_decay=t.ema_decay, cond_dropout=t.cond_dropout,
-                     cubic_timesteps=t.cubic_timesteps, repa_lambda=t.repa_lambda if teacher else 0.0,
-                     repa_steps=t.repa_steps, seed=t.seed)
-    trainer = RefinerTrainer(model, tc, teacher=teacher, device=run.device)
+    trainer = RefinerTrainer(model, t if teacher else replace(t, repa_lambda=0.0), teacher=teacher,
+                             device=run.device)
     if resume:
         run.seconds_before = float(torch.load(run.checkpoint / "progress.pt", weights_only=False)["seconds"]) \
             if (run.checkpoint / "progress.pt").is_file() else 0.0
