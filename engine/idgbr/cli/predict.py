@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from .run_options import apply_run_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,12 +50,11 @@ def run(args: argparse.Namespace) -> int:
 def _kfold(args: argparse.Namespace) -> int:
     if args.config is None:
         raise InputError("--kfold needs --config (the training configuration of the fold models)")
-    from ..segment.cli import apply_overrides
     from ..segment.config import CoarseConfig
     from ..segment.kfold import cross_predict
 
     cfg = CoarseConfig.load(args.config)
-    apply_overrides(cfg, args)
+    apply_run_overrides(cfg, args)
     manifest = cross_predict(cfg, args.kfold, args.out, args.seed, report=print)
     for split, scores in manifest["scores"].items():
         print(f"{split}: {_scores(scores)}")

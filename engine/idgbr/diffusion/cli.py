@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli.run_options import add_run_options, apply_run_overrides
+
 KINDS = {
     "label-embed": "train the label embedding (class maps ↔ 3-channel codes)",
     "vae": "train the compact preset's VAE on images and embedded label maps",
@@ -16,12 +18,8 @@ def register_train_diffusion(train_sub: argparse._SubParsersAction) -> None:
     for kind, text in KINDS.items():
         p = train_sub.add_parser(kind, help=text, description=f"{text[0].upper()}{text[1:]}, as CONFIG.yaml says "
                                                               "(see idgbr.diffusion.config).")
-        p.add_argument("--config", required=True, help="YAML training configuration")
-        p.add_argument("--out", help="output folder (overrides the config's 'out')")
-        p.add_argument("--steps", type=int, help="training steps (overrides the config)")
-        p.add_argument("--max-minutes", type=float, help="wall-time budget (overrides the config)")
-        p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config")
-        p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+        add_run_options(p, out_help="output folder (overrides the config's 'out')",
+                        resume_help="continue from <out>/checkpoint")
         p.set_defaults(func=run_train, diffusion_kind=kind)
 
 
@@ -30,9 +28,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .runs import RUNNERS, describe
 
     cfg = DiffusionConfig.load(args.config)
-    for key in ("steps", "max_minutes", "device"):
-        if getattr(args, key) is not None:
-            setattr(cfg.train, key, getattr(args, key))
+    apply_run_overrides(cfg, args)
     if args.out is not None:
         cfg.out = args.out
     print(describe(RUNNERS[args.diffusion_kind](cfg, resume=args.resume, report=print)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli.run_options import add_run_options, apply_run_overrides
 from .config import CoarseConfig
 
 
@@ -11,12 +12,8 @@ def register_train_coarse(train_sub: argparse._SubParsersAction) -> None:
     p = train_sub.add_parser("coarse", help="train a coarse segmentor (SegFormer / DINOv2)",
                              description="Train a coarse segmentor as CONFIG.yaml says (see "
                                          "idgbr.segment.config) and write its model folder.")
-    p.add_argument("--config", required=True, help="YAML training configuration")
-    p.add_argument("--out", help="model folder to write (overrides the config's 'out')")
-    p.add_argument("--steps", type=int, help="training steps (overrides the config)")
-    p.add_argument("--max-minutes", type=float, help="wall-time budget (overrides the config)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the work folder")
+    add_run_options(p, out_help="model folder to write (overrides the config's 'out')",
+                    resume_help="continue from the checkpoint in the work folder")
     p.set_defaults(func=run_train_coarse)
 
 
@@ -24,7 +21,7 @@ def run_train_coarse(args: argparse.Namespace) -> int:
     from .train import train_coarse
 
     cfg = CoarseConfig.load(args.config)
-    apply_overrides(cfg, args)
+    apply_run_overrides(cfg, args)
     if args.out is not None:
         cfg.out = args.out
     result = train_coarse(cfg, resume=args.resume, report=print)
@@ -33,11 +30,3 @@ def run_train_coarse(args: argparse.Namespace) -> int:
               if val and val.get("miou") is not None else "")
     print(f"trained {result.steps} steps in {result.seconds:.0f} s{scores} → {result.out}")
     return 0
-
-
-def apply_overrides(cfg: CoarseConfig, args: argparse.Namespace) -> None:
-    """Training values given on the command line replace the config's."""
-    for key in ("steps", "max_minutes", "device"):
-        value = getattr(args, key, None)
-        if value is not None:
-            setattr(cfg.train, key, value)
