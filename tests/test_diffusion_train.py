@@ -1,5 +1,5 @@
 """Refiner training: timestep sampling, label-embedding pre-training, REPA with a local teacher,
-exact resume, and an overfitting run on real building tiles (the slow one, ~20-60 s)."""
+exact resume, and the whole loop overfitting real building tiles (the slow one, ~40-60 s)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +13,11 @@ from transformers import Dinov2Config, Dinov2Model
 from diffusion_tiny import tiny_model
 from idgbr.coarsen import coarsen
 from idgbr.diffusion.label_embed import LabelEmbedding
-from idgbr.diffusion.train import (DinoTeacher, RefinerTrainer, TrainConfig, label_embedding_step,
-                                   sample_timesteps)
+from idgbr.diffusion.model import IDGBRModel
+from idgbr.diffusion.sampling import SamplingOptions, sample
+from idgbr.diffusion.train import (DinoTeacher, RefinerTrainer, TrainConfig, fit_scaling_factor, label_embedding_step,
+                                   sample_timesteps, vae_step)
+from idgbr.metrics.boundary import boundary_fscore
 
 
 def test_cubic_timesteps_favour_high_noise() -> None:
@@ -23,6 +26,12 @@ def test_cubic_timesteps_favour_high_noise() -> None:
     assert int(t.min()) >= 0 and int(t.max()) == 999
     assert float((t >= 500).float().mean()) == pytest.approx(0.5 ** (1 / 3), abs=0.02)  # P(u/T ≤ 0.5^(1/3))
     assert float((sample_timesteps(20000, 1000, False, g) >= 500).float().mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_cubic_timesteps_default_on_for_multi_class_only() -> None:
+    assert RefinerTrainer(tiny_model(6), TrainConfig(steps=2, warmup=1)).cubic
+    assert not RefinerTrainer(tiny_model(2), TrainConfig(steps=2, warmup=1)).cubic
+    assert RefinerTrainer(tiny_model(2), TrainConfig(steps=2, warmup=1, cubic_timesteps=True)).cubic
 
 
 def test_label_embedding_learns_separated_codes() -> None:
@@ -105,13 +114,46 @@ def fixed_loss(trainer: RefinerTrainer, batch: dict[str, torch.Tensor]) -> float
     return total / 5
 
 
-def test_overfit_real_building_tiles_lowers_loss(shared_data: Path) -> None:
-    """SLOW (~30-60 s on 2 shared cores): 200 steps on 4 real tiles (32²), the whole loop working."""
+def pretrain_latent_space(model: IDGBRModel, batch: dict[str, torch.Tensor], steps: int = 300) -> None:
+    """Real label-embedding and VAE training on the tiles (images and embedded labels, turned
+    by quarter turns), as `idgbr train label-embed` and `idgbr train vae` do: the refiner
+    needs a latent space from which its labels decode."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.cat([batch["labels"], batch["coarse"]])
+    opt = torch.optim.Adam(model.label_embed.parameters(), lr=3e-2)
+    for _ in range(150):
+        label_embedding_step(model.label_embed, opt, labels, noise_std=0.3, generator=g)
+    with torch.no_grad():
+        codes = model.label_embed.encode(labels)
+    inputs = torch.cat([codes, batch["image"]])
+    opt = torch.optim.Adam(model.vae.parameters(), lr=2e-3)
+    for i in range(steps):
+        vae_step(model.vae, opt, torch.rot90(inputs, i % 4, (2, 3)), generator=g)
+    fit_scaling_factor(model.vae, codes)
+
+
+def boundary_f3(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([boundary_fscore(p == 1, t == 1, 3) for p, t in zip(pred, truth)]))
+
+
+def test_overfit_real_building_tiles_refines_their_coarse_masks(shared_data: Path) -> None:
+    """SLOW (~40-60 s on 2 shared cores): the whole loop on 4 real tiles (32²) — label embedding,
+    VAE, 1000 refiner steps — lowers the loss and then refines the tiles' blocky coarse masks
+    to clearly better boundaries (measured: BF@3 0.32 → 0.89, pixel accuracy 0.89 → 0.97)."""
     batch = building_tiles(shared_data)
-    trainer = RefinerTrainer(tiny_model(2), TrainConfig(steps=200, warmup=20, lr=2e-3, ema_decay=0.9,
-                                                        cond_dropout=0.1))
+    model = tiny_model(2)
+    pretrain_latent_space(model, batch)
+    with torch.no_grad():
+        labels = torch.cat([batch["labels"], batch["coarse"]])
+        assert float((model.decode_logits(model.encode_labels(labels)).argmax(1) == labels).float().mean()) > 0.98
+    trainer = RefinerTrainer(model, TrainConfig(steps=1000, warmup=20, lr=2e-3, ema_decay=0.9, cond_dropout=0.1))
     before = fixed_loss(trainer, batch)
     for _ in range(trainer.config.steps):
         trainer.train_step(batch)
-    after = fixed_loss(trainer, batch)
-    assert after < 0.5 * before, (before, after)
+    trainer.ema.swap()
+    model.eval()
+    assert fixed_loss(trainer, batch) < 0.3 * before
+    truth, coarse = batch["labels"].numpy(), batch["coarse"].numpy()
+    refined = sample(model, batch["image"], batch["coarse"], SamplingOptions(steps=10, guidance=3.0)).probs.argmax(1).numpy()
+    assert boundary_f3(refined, truth) > boundary_f3(coarse, truth) + 0.2
+    assert (refined == truth).mean() > (coarse == truth).mean()

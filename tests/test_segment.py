@@ -215,3 +215,15 @@ def test_train_coarse_cli_on_image_and_label_folders_png_and_geotiff(shared_data
     assert main(["train", "coarse", "--config", str(config), "--resume", "--steps", "3"]) == 0
     assert json.loads((tmp_path / "model.work" / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
     assert main(["train", "coarse", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_crops_only_augmentation_is_an_exact_window_of_the_tile(shared_data: Path) -> None:
+    """The no-augmentation baseline of comparisons: pixels are a crop of the tile, unchanged."""
+    from idgbr.segment.augment import Augment
+
+    image, label, _ = load_dataset("landcover", "train", shared_data)[0]
+    img, lbl = Augment.crops_only(128)(image, label, np.random.default_rng(3))
+    pixels = np.rint(img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    windows = [(y, x) for y in range(label.shape[0] - 127) for x in range(label.shape[1] - 127)
+               if np.array_equal(label[y:y + 128, x:x + 128], lbl.numpy())]
+    assert any(np.array_equal(image[y:y + 128, x:x + 128], pixels) for y, x in windows)

@@ -15,7 +15,7 @@ from .models import ClassInfo
 PREVIEW_PX = 1024
 
 
-def _outline(labels: np.ndarray, nodata: int) -> np.ndarray:
+def outline(labels: np.ndarray, nodata: int) -> np.ndarray:
     """Pixels whose right or lower neighbour has another class (NoData edges excluded)."""
     edge = np.zeros(labels.shape, bool)
     dx = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] != nodata) & (labels[:, :-1] != nodata)
@@ -27,7 +27,7 @@ def _outline(labels: np.ndarray, nodata: int) -> np.ndarray:
 
 def _panel(rgb: np.ndarray, labels: np.ndarray, classes: list[ClassInfo], nodata: int) -> np.ndarray:
     out = rgb.copy()
-    edge = _outline(labels, nodata)
+    edge = outline(labels, nodata)
     lut = np.zeros((256, 3), np.uint8)
     for c in classes:
         lut[c.id] = c.rgba()[:3]

@@ -15,7 +15,8 @@ from ..errors import Cancelled, IdgbrError
 # GDAL state, so the library never changes it (inside QGIS that crashed QGIS's own rendering).
 GDAL_CACHE_MB = "64"
 
-COMMANDS = ("refine", "vectorize", "models", "benchmark", "evaluate", "coarsen", "train", "predict", "data")
+COMMANDS = ("refine", "vectorize", "models", "benchmark", "evaluate", "coarsen", "train", "predict", "data",
+            "synth")
 
 
 def build_parser() -> argparse.ArgumentParser:

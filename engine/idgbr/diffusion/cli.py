@@ -19,7 +19,7 @@ def register_train_diffusion(train_sub: argparse._SubParsersAction) -> None:
         p = train_sub.add_parser(kind, help=text, description=f"{text[0].upper()}{text[1:]}, as CONFIG.yaml says "
                                                               "(see idgbr.diffusion.config).")
         add_run_options(p, out_help="output folder (overrides the config's 'out')",
-                        resume_help="continue from <out>/checkpoint")
+                        resume_help="continue from <out>/checkpoint", synthetic=kind == "refiner")
         p.set_defaults(func=run_train, diffusion_kind=kind)
 
 

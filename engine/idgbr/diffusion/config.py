@@ -11,6 +11,8 @@ each reads the keys it needs.
       # coarse: [DIR/train/coarse/kfold] # … and/or read from folders; each sample draws one source
       # val_coarse: DIR/val/coarse/kfold
       crop: 128                        # training crops (random position, flips)
+      # synthetic: DIR, ratio: 1.0     # refiner only: `idgbr synth sample` pairs mixed into the train split;
+                                       # their coarse maps come from the recipes (folders have none for them)
       scale: 1.0                       # resample tiles by this factor before cropping
     model:
       preset: compact                  # or sd15 (sd15: folder of Stable Diffusion v1.5, else the HF cache)
@@ -24,10 +26,11 @@ steps 80000 (`resources/configs/refiner-sd15-buildings.yaml`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_file import build_section, read_mapping
 from ..errors import InputError
 from .train import TrainConfig as RefinerTrainConfig
 
@@ -51,6 +54,8 @@ class DataConfig:
     flips: bool = True
     val_tiles: int = 4  # validation tiles (spread over the val split), refined whole
     gsd_m: float | None = None  # the card's GSD (default: the dataset's median tile GSD ÷ scale)
+    synthetic: str | None = None  # refiner: generated pairs mixed into the train split (idgbr.synth.mix) …
+    ratio: float = 1.0  # … this many per real tile; they get the same scale and crop as real tiles
 
 
 @dataclass
@@ -110,7 +115,7 @@ class DiffusionConfig:
         kwargs: dict[str, Any] = {}
         for key, value in (data or {}).items():
             if key in sections:
-                kwargs[key] = _section(sections[key], value or {}, f"{where}: {key}")
+                kwargs[key] = build_section(sections[key], value or {}, f"{where}: {key}")
             elif key in {"name", "out", "sampling"}:
                 kwargs[key] = value
             else:
@@ -119,21 +124,8 @@ class DiffusionConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "DiffusionConfig":
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"cannot read config {path}: {e}") from e
-        return cls.from_dict(data or {}, str(path))
+        return cls.from_dict(read_mapping(path), str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _section(kind: type, values: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(kind)}
-    unknown = set(values) - known
-    if unknown:
-        raise InputError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-    return kind(**values)

@@ -4,7 +4,8 @@
 Every sample is drawn from its own generator seeded by (seed, stream, step, index in batch), so a
 resumed run sees exactly the batches the uninterrupted run would have seen. Coarse maps are
 made on the fly by `idgbr.coarsen` or read from folders (e.g. k-fold coarse-segmentor
-predictions of `idgbr data build`); each sample draws one source.
+predictions of `idgbr data build`); each sample draws one source. Synthetic pairs mixed in by
+`idgbr.synth.mix` have no coarse folder entry, so theirs are always drawn from the recipes.
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import torch
 from PIL import Image
 
 from ..coarsen import coarsen, tile_rng
+from ..datasets import TileRecord
 from ..errors import InputError
 from ..models.card import ClassInfo, default_classes
+from ..synth.mix import MixedDataset, is_synthetic
 from .config import DataConfig
 
 TILE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg")
@@ -35,10 +38,16 @@ class FolderTiles(Sequence):
         if not self.pairs:
             raise InputError(f"no image in {images} has a label of the same name in {labels}")
         self.classes = classes
+        self.name = Path(images).name
 
     @property
     def tile_ids(self) -> list[str]:
         return [p[0] for p in self.pairs]
+
+    @property
+    def tiles(self) -> list[TileRecord]:
+        """As TileDataset lists them: every tile its own group, GSD unknown (0)."""
+        return [TileRecord(stem, image, label, stem, "train", 0.0) for stem, image, label in self.pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -105,9 +114,9 @@ def open_tiles(cfg: DataConfig, val: bool = False) -> Sequence:
 
 
 def dataset_gsd(tiles: Sequence) -> float | None:
-    """Median ground sample distance of a dataset's tiles (None for folders)."""
-    records = getattr(tiles, "tiles", None)
-    return float(np.median([t.gsd_m for t in records])) if records else None
+    """Median ground sample distance of a dataset's tiles with a known one (None for folders)."""
+    gsds = [t.gsd_m for t in getattr(tiles, "tiles", []) if t.gsd_m]
+    return float(np.median(gsds)) if gsds else None
 
 
 def _resize(a: np.ndarray, scale: float, nearest: bool) -> np.ndarray:
@@ -142,10 +151,15 @@ class BatchSampler:
         self.sources: list[dict[str, Path] | str] = [coarse_index(f) for f in folders] + list(self.cfg.recipes)
         if not self.sources:
             raise InputError("data: give coarse recipes or coarse folders")
+        if isinstance(self.tiles, MixedDataset) and not self.cfg.recipes:
+            raise InputError("data.synthetic: coarse folders have no maps for synthetic pairs; add coarse recipes "
+                             "(data.recipes) to make theirs from their labels")
 
     def coarse_for(self, label: np.ndarray, tile_id: str, rng: np.random.Generator) -> np.ndarray:
-        """The tile's coarse map from a source drawn with `rng`: a folder or a recipe."""
-        source = self.sources[int(rng.integers(len(self.sources)))]
+        """The tile's coarse map from a source drawn with `rng`: a folder or a recipe (a
+        synthetic pair: a recipe)."""
+        sources = list(self.cfg.recipes) if is_synthetic(tile_id) else self.sources
+        source = sources[int(rng.integers(len(sources)))]
         if isinstance(source, str):
             return coarsen(label, source, rng, self.num_classes)
         return read_coarse(source, tile_id, self.num_classes)

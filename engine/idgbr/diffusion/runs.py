@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..synth.mix import MixedDataset, mix_train
 from .config import DiffusionConfig
 from .data import BatchSampler, ValTile, dataset_gsd, open_tiles, to_tensors, validation_tiles
 from .label_embed import LabelEmbedding
@@ -97,8 +98,12 @@ def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([entry[k] for entry in logs])) for k in logs[0]}
 
 
-def _sampler(cfg: DiffusionConfig) -> tuple[BatchSampler, Any]:
+def _sampler(cfg: DiffusionConfig, synthetic: bool = False) -> tuple[BatchSampler, Any]:
+    """Batches of the train split; with `synthetic` (the refiner), the config's synthetic
+    pairs mixed in. The label embedding and the VAE learn real pairs only."""
     tiles = open_tiles(cfg.data)
+    if synthetic:
+        tiles = mix_train(tiles, cfg.data.synthetic, cfg.data.ratio)
     return BatchSampler(tiles, cfg.data, len(tiles.classes), cfg.train.seed), tiles
 
 
@@ -270,7 +275,7 @@ def train_refiner(cfg: DiffusionConfig, resume: bool = False, report: Report = p
     from ..models.card import ModelCard
 
     run = Run(cfg, "refiner", report)
-    sampler, tiles = _sampler(cfg)
+    sampler, tiles = _sampler(cfg, synthetic=True)
     k, t = len(tiles.classes), cfg.train
     model = build_refiner_model(cfg, k)
     teacher = DinoTeacher(cfg.model.repa_teacher) if cfg.model.repa_teacher else None
@@ -314,7 +319,8 @@ def train_refiner(cfg: DiffusionConfig, resume: bool = False, report: Report = p
         training={"preset": cfg.model.preset, "dataset": cfg.data.dataset or cfg.data.images, "split": cfg.data.split,
                   "coarse": cfg.data.coarse or cfg.data.recipes, "crop": cfg.data.crop, "scale": cfg.data.scale,
                   "batch_size": t.batch_size, "lr": t.lr, "steps": trainer.step, "seconds": round(run.seconds),
-                  "machine": run.machine(), "sampling": dict(cfg.sampling)},
+                  "machine": run.machine(), "sampling": dict(cfg.sampling),
+                  **({"synthetic": tiles.describe()} if isinstance(tiles, MixedDataset) else {})},
         metrics={"validation": metrics, "validation_tiles": [v.tile_id for v in val],
                  "validation_split": cfg.data.val_split})
     card.save(run.out)

@@ -34,7 +34,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     cond_dropout: float = 0.15
-    cubic_timesteps: bool = False
+    cubic_timesteps: bool | None = None  # None: on for multi-class models (K > 2), off for binary
     repa_lambda: float = 0.5
     repa_steps: int = 200
     repa_hidden: int = 256
@@ -160,6 +160,14 @@ class RefinerTrainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
 
+    @property
+    def cubic(self) -> bool:
+        """Cubic timestep sampling: as configured, else on for multi-class (the paper's Potsdam
+        recipe) and off for binary maps (its CHN6-CUG roads recipe)."""
+        if self.config.cubic_timesteps is not None:
+            return self.config.cubic_timesteps
+        return self.model.config.num_classes > 2
+
     def _autocast(self) -> Any:
         on = self.config.mixed_precision and self.device.startswith("cuda")
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if on else torch.autocast("cpu", enabled=False)
@@ -171,7 +179,7 @@ class RefinerTrainer:
         with torch.no_grad():
             x0 = m.encode_labels(labels)
             image_lat, rough_lat = m.encode_image(image), m.encode_labels(coarse)
-        t = sample_timesteps(b, self.noise.config.num_train_timesteps, cfg.cubic_timesteps, self.generator).to(self.device)
+        t = sample_timesteps(b, self.noise.config.num_train_timesteps, self.cubic, self.generator).to(self.device)
         noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
         keep = (torch.rand(b, generator=self.generator) >= cfg.cond_dropout).to(self.device)
         with self._autocast():

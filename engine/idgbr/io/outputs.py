@@ -1,14 +1,18 @@
-"""An output folder that only ever shows complete results.
+"""Outputs that only ever appear complete.
 
-Everything is written into a hidden staging folder inside the output folder and moved into
-place when the whole run has succeeded; on any failure or cancel the staging folder (and the
-output folder itself, if the run created it) is removed, leaving the user's files as they were.
+`OutputFolder`: named results are written into a hidden staging folder inside the output folder
+and moved into place when the whole run has succeeded; on any failure or cancel the staging
+folder (and the output folder itself, if the run created it) is removed, leaving the user's
+files as they were. `staged_folder`: a whole folder (a model, a set of generated pairs) is
+written as a hidden sibling and replaces the target only when the writer has finished.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -69,3 +73,39 @@ class OutputFolder:
 
     def final(self, name: str) -> Path:
         return self.out_dir / name
+
+
+def check_target(target: str | Path, overwrite: bool = False) -> Path:
+    """The absolute target folder, or an InputError when it is a file or (unless `overwrite`)
+    not empty: callers check before long work, `staged_folder` again before writing."""
+    target = Path(target).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise InputError(f"output folder {target} is a file")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise InputError(f"output folder {target} is not empty; choose another folder or allow overwriting "
+                         "(--overwrite)")
+    return target
+
+
+@contextmanager
+def staged_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder; on success it becomes `target` (an existing non-empty `target`
+    is refused unless `overwrite`, and then replaced). Parent folders this created are removed
+    again on failure."""
+    target = check_target(target, overwrite)
+    created = next((p for p in reversed([target.parent, *target.parent.parents]) if not p.exists()), None)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".writing", dir=target.parent))
+    except OSError as e:
+        raise InputError(f"output folder {target} cannot be written ({e.strerror})") from e
+    try:
+        yield stage
+        if target.exists():
+            shutil.rmtree(target)
+        stage.rename(target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise

@@ -25,6 +25,11 @@ class Augment:
     saturation: tuple[float, float] = (0.5, 1.5)  # blend with grey
     jitter_p: float = 0.5  # each jitter is applied with this probability
 
+    @classmethod
+    def crops_only(cls, crop: int) -> "Augment":
+        """Random crops at the native scale and nothing else: the no-augmentation baseline."""
+        return cls(crop=crop, scale=(1.0, 1.0), flip=False, jitter_p=0.0)
+
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 H×W×3 image and H×W labels → float (3, crop, crop) in [0, 1], int64 labels."""

@@ -13,7 +13,7 @@ def register_train_coarse(train_sub: argparse._SubParsersAction) -> None:
                              description="Train a coarse segmentor as CONFIG.yaml says (see "
                                          "idgbr.segment.config) and write its model folder.")
     add_run_options(p, out_help="model folder to write (overrides the config's 'out')",
-                    resume_help="continue from the checkpoint in the work folder")
+                    resume_help="continue from the checkpoint in the work folder", synthetic=True)
     p.set_defaults(func=run_train_coarse)
 
 

@@ -4,16 +4,17 @@
     name: coarse-buildings
     out: resources/models/coarse-buildings      # the model folder written
     data: {dataset: buildings}                  # or images/labels (+ val_images/val_labels) folders
+                                                # (+ synthetic: DIR, ratio: R to mix generated pairs in)
     model: {arch: segformer, variant: b0}       # pretrained: local folder or cached hub id
     train: {crop: 256, batch_size: 8, steps: 4000, max_minutes: 14, lr: 0.0006}
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..config_file import build_section, read_mapping
 
 
 @dataclass
@@ -27,6 +28,8 @@ class DataConfig:
     classes: list[str] | int | None = None  # folders only: class names or count
     binary_255: bool = False  # folders only: labels are 0/255 masks
     ignore_index: int | None = None  # label value the loss and the metrics ignore
+    synthetic: str | None = None  # `idgbr synth sample` folder mixed into the train split (idgbr.synth.mix)
+    ratio: float = 1.0  # synthetic pairs per real tile (real tiles are repeated to reach it)
 
 
 @dataclass
@@ -40,6 +43,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     crop: int = 256
+    augment: bool = True  # the paper's augmentations; False: plain random crops (for comparisons)
     batch_size: int = 8
     steps: int = 4000
     max_minutes: float | None = None  # stop earlier when this wall time is spent
@@ -76,34 +80,13 @@ class CoarseConfig:
         data = dict(data)
         parts = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
         for key, kind in parts.items():
-            data[key] = _build(kind, data.get(key) or {}, key)
-        return _build(cls, data, "config")
+            data[key] = build_section(kind, data.get(key) or {}, key)
+        return build_section(cls, data, "config")
 
     @classmethod
     def load(cls, path: str | Path) -> "CoarseConfig":
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise InputError(f"config {p} is not valid YAML ({e})") from e
-        if not isinstance(data, dict):
-            raise InputError(f"config {p} must be a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(read_mapping(path))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _build(kind: type, values: dict[str, Any], where: str):
-    known = {f.name for f in fields(kind)}
-    unknown = set(values) - known
-    if unknown:
-        raise InputError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
-    try:
-        return kind(**values)
-    except TypeError as e:
-        raise InputError(f"{where}: {e}") from e

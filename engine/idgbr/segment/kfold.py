@@ -3,7 +3,9 @@ it, nor any tile of its place. These are the realistic coarse inputs a refiner m
 on (a model's predictions on its own training tiles are far too good).
 
 Folds are made of whole groups (the place unit of idgbr.datasets: a z19 parent tile, a scene
-strip, an image), balanced by tile count. Output folder:
+strip, an image), balanced by tile count. Only real tiles are folded: the config's synthetic
+pairs (idgbr.synth.mix) join every fold model's training set and are never predicted.
+Output folder:
 
     <out>/train/<tile id>.png     class ids predicted by the model of the tile's fold
     <out>/val/<tile id>.png       class ids predicted by the fold-0 model (never saw val)
@@ -27,6 +29,7 @@ from PIL import Image
 from ..datasets import TileDataset
 from ..errors import InputError
 from ..evaluate import evaluate_pairs
+from ..synth.mix import mix_train
 from .config import CoarseConfig
 from .data import resolve_datasets, subset
 from .segmentor import Segmentor, load_segmentor
@@ -74,8 +77,9 @@ def cross_predict(cfg: CoarseConfig, k: int, out: str | Path, seed: int = 0,
         fold_cfg.out = str(out / "models" / f"fold-{f}")
         fold_cfg.work_dir = str(out / "models" / f".fold-{f}.work")
         report(f"fold {f + 1}/{k}: training on {len(train_set) - len(held)} tiles, predicting {len(held)}")
-        result = train_coarse(fold_cfg, subset(train_set, [i for i, g in enumerate(folds) if g != f]), None,
-                              report=report)
+        fold_train = mix_train(subset(train_set, [i for i, g in enumerate(folds) if g != f]), cfg.data.synthetic,
+                               cfg.data.ratio)
+        result = train_coarse(fold_cfg, fold_train, None, report=report)
         segmentor = load_segmentor(result.out, cfg.train.device)
         predict_dataset(segmentor, subset(train_set, held), out / "train")
         manifest["models"].append({"fold": f, "folder": str(result.out), "train_tiles": len(train_set) - len(held),

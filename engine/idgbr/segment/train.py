@@ -28,6 +28,7 @@ from ..device import resolve_device
 from ..errors import InputError
 from ..evaluate import evaluate_pairs
 from ..models.card import ModelCard
+from ..synth.mix import MixedDataset, mix_train
 from .augment import PAD_LABEL, Augment
 from .config import CoarseConfig
 from .data import resolve_datasets
@@ -51,9 +52,11 @@ class TrainResult:
 def train_coarse(cfg: CoarseConfig, train_set: TileDataset | None = None, val_set: TileDataset | None = None,
                  resume: bool = False, report: Callable[[str], None] = log.info) -> TrainResult:
     """Train as `cfg` says and write the model folder `cfg.out`. `train_set`/`val_set`
-    replace the config's data (k-fold training passes subsets)."""
+    replace the config's data (k-fold training passes subsets, already mixed with the
+    config's synthetic pairs)."""
     if train_set is None:
         train_set, val_set = resolve_datasets(cfg.data)
+        train_set = mix_train(train_set, cfg.data.synthetic, cfg.data.ratio)
     if len(train_set) == 0:
         raise InputError("no training tiles")
     t = cfg.train
@@ -68,15 +71,16 @@ def train_coarse(cfg: CoarseConfig, train_set: TileDataset | None = None, val_se
     card = _card(cfg, train_set)
     segmentor = Segmentor(net, card, device)
     optim = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    augment = Augment(crop=t.crop)
+    augment = Augment(crop=t.crop) if t.augment else Augment.crops_only(t.crop)
     work = cfg.work_path
     work.mkdir(parents=True, exist_ok=True)
-    step, spent, spent_cpu, best = 0, 0.0, 0.0, {}
+    step, spent, spent_cpu, best, drawn = 0, 0.0, 0.0, {}, 0  # drawn: synthetic samples so far
     if resume and (work / CHECKPOINT).is_file():
         state = torch.load(work / CHECKPOINT, map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
         optim.load_state_dict(state["optim"])
         step, spent, spent_cpu, best = state["step"], state["seconds"], state.get("cpu_seconds", 0.0), state["best"]
+        drawn = state.get("synthetic_drawn", 0)
         rng = np.random.default_rng([t.seed, step])
         report(f"resumed at step {step} ({spent:.0f} s spent)")
     limit_s = t.max_minutes * 60 if t.max_minutes else float("inf")
@@ -89,6 +93,8 @@ def train_coarse(cfg: CoarseConfig, train_set: TileDataset | None = None, val_se
         if len(order) < t.batch_size:
             order += rng.permutation(len(train_set)).tolist()
         batch, order = order[:t.batch_size], order[t.batch_size:]
+        if isinstance(train_set, MixedDataset):
+            drawn += sum(map(train_set.is_synthetic, batch))
         x, y = _batch(train_set, batch, augment, rng, cfg.data.ignore_index)
         progress = max(step / t.steps, (time.perf_counter() - started) / limit_s)
         for group in optim.param_groups:
@@ -113,16 +119,18 @@ def train_coarse(cfg: CoarseConfig, train_set: TileDataset | None = None, val_se
             if not best or (metrics["miou"] or 0.0) >= (best["miou"] or 0.0):
                 best = {**metrics, "step": step}
                 _save(segmentor, card, Path(cfg.out), best, _training_info(
-                    cfg, train_set, val_set, step, entry["seconds"], time.process_time() - cpu_started, device))
+                    cfg, train_set, val_set, step, entry["seconds"], time.process_time() - cpu_started, device,
+                    drawn))
         _log(work, entry, report)
         if step % t.val_every == 0 or last:
             torch.save({"net": net.state_dict(), "optim": optim.state_dict(), "step": step,
                         "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
-                        "best": best}, work / CHECKPOINT)
+                        "best": best, "synthetic_drawn": drawn}, work / CHECKPOINT)
     seconds = time.perf_counter() - started
     if not best:
         _save(segmentor, card, Path(cfg.out), {},
-              _training_info(cfg, train_set, val_set, step, seconds, time.process_time() - cpu_started, device))
+              _training_info(cfg, train_set, val_set, step, seconds, time.process_time() - cpu_started, device,
+                             drawn))
     return TrainResult(Path(cfg.out), step, seconds, best, losses)
 
 
@@ -193,8 +201,8 @@ def _card(cfg: CoarseConfig, train_set: TileDataset) -> ModelCard:
 
 
 def _training_info(cfg: CoarseConfig, train_set: TileDataset, val_set: TileDataset | None, step: int,
-                   seconds: float, cpu_seconds: float, device: str) -> dict[str, Any]:
-    return {
+                   seconds: float, cpu_seconds: float, device: str, synthetic_drawn: int) -> dict[str, Any]:
+    info = {
         "data": train_set.name, "train_tiles": len(train_set), "val_tiles": len(val_set) if val_set else 0,
         "split": "place-based train/val of idgbr.datasets" if cfg.data.dataset else "given folders",
         "arch": cfg.model.arch, "variant": cfg.model.variant, "pretrained": cfg.model.pretrained,
@@ -202,6 +210,9 @@ def _training_info(cfg: CoarseConfig, train_set: TileDataset, val_set: TileDatas
         "batch_size": cfg.train.batch_size,
         "lr": cfg.train.lr, "dice_weight": cfg.train.dice_weight, "machine": _machine(device),
     }
+    if isinstance(train_set, MixedDataset):  # train_tiles counts the repeats; this says what they are
+        info["synthetic"] = {**train_set.describe(), "samples_drawn": synthetic_drawn}
+    return info
 
 
 def _machine(device: str) -> str:
