@@ -50,7 +50,7 @@ from .xyz import build_xyz_mosaic, complete_z19_parents, parse_oam_stem, tile_gs
 
 __all__ = [
     "DATASETS", "SPLITS", "DatasetSpec", "TileDataset", "TileRecord", "build_xyz_mosaic",
-    "complete_z19_parents", "data_root", "farmland_centre", "load_dataset", "xyz_tile_bounds",
+    "complete_z19_parents", "data_root", "farmland_centre", "load_dataset", "resample", "xyz_tile_bounds",
 ]
 
 SPLITS = ("train", "val")
@@ -135,6 +135,16 @@ def load_dataset(name: str, split: str, root: str | Path | None = None) -> TileD
     if not folder.is_dir():
         raise InputError(f"dataset {name}: folder {folder} not found")
     return TileDataset(spec, split, [t for t in spec.list_tiles(folder) if t.split == split])
+
+
+def resample(a: np.ndarray, scale: float, nearest: bool) -> np.ndarray:
+    """A tile (H×W×3 image or H×W labels) resized by `scale`: bilinear, or nearest for class
+    maps, to round(size × scale) pixels."""
+    if scale == 1.0:
+        return a
+    h, w = a.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(a).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
 
 
 def _binary(mask: np.ndarray) -> np.ndarray:

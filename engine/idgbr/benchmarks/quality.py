@@ -11,7 +11,6 @@ read from a folder of coarse tiles matched by tile id or file stem. Speed is the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..io.outputs import write_json_report
 
 if TYPE_CHECKING:  # the heavy modules are imported when a benchmark runs, not when the CLI starts
     from ..datasets import TileDataset
@@ -76,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
                              figure=args.figure)
     print(format_table(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
-        print(f"rows written to {args.json}")
+        print(f"rows written to {write_json_report(args.json, rows)}")
     return 0
 
 

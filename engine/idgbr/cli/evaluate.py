@@ -3,7 +3,6 @@ metrics), print a table like the IDGBR paper's and optionally write the numbers 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -28,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluate import evaluate_paths
+    from ..io.outputs import write_json_report
 
     if args.num_classes is not None and args.num_classes < 1:
         raise InputError("--num-classes must be at least 1")
@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
                             ignore_index=args.ignore_index, binary_255=args.binary_255)
     print(format_table(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-        print(f"results written to {args.json}")
+        print(f"results written to {write_json_report(args.json, result)}")
     return 0
 
 

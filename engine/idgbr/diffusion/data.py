@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..coarsen import coarsen, tile_rng
-from ..datasets import TileRecord
+from ..datasets import TileRecord, resample
 from ..errors import InputError
 from ..models.card import ClassInfo, default_classes
 from ..synth.mix import MixedDataset, is_synthetic
@@ -119,14 +119,6 @@ def dataset_gsd(tiles: Sequence) -> float | None:
     return float(np.median(gsds)) if gsds else None
 
 
-def _resize(a: np.ndarray, scale: float, nearest: bool) -> np.ndarray:
-    if scale == 1.0:
-        return a
-    h, w = a.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(a).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
-
-
 def to_tensors(images: np.ndarray, labels: np.ndarray, coarse: np.ndarray) -> dict[str, torch.Tensor]:
     """A batch as RefinerTrainer wants it: `image` normalised to [-1, 1] (the card's mean and
     std 0.5), `image01` in [0, 1], `labels` and `coarse` as int64 class maps."""
@@ -167,8 +159,8 @@ class BatchSampler:
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         image, label, tile_id = self.tiles[int(rng.integers(len(self.tiles)))]
         coarse = self.coarse_for(label, tile_id, rng)  # at the tile's own scale, before cropping
-        image, label, coarse = (_resize(image, self.cfg.scale, False), _resize(label, self.cfg.scale, True),
-                                _resize(coarse, self.cfg.scale, True))
+        image, label, coarse = (resample(image, self.cfg.scale, False), resample(label, self.cfg.scale, True),
+                                resample(coarse, self.cfg.scale, True))
         c = self.cfg.crop
         h, w = label.shape
         if h < c or w < c:
@@ -208,7 +200,7 @@ def validation_tiles(tiles: Sequence, cfg: DataConfig, num_classes: int, multipl
         image, label, tile_id = tiles[int(i)]
         coarse = (read_coarse(index, tile_id, num_classes) if index is not None
                   else coarsen(label, cfg.recipes[k % len(cfg.recipes)], tile_rng(seed, tile_id), num_classes))
-        arrays = [_resize(image, cfg.scale, False), _resize(label, cfg.scale, True), _resize(coarse, cfg.scale, True)]
+        arrays = [resample(image, cfg.scale, False), resample(label, cfg.scale, True), resample(coarse, cfg.scale, True)]
         h, w = (s - s % multiple for s in arrays[1].shape)
         out.append(ValTile(tile_id, *(a[:h, :w] for a in arrays)))
     return out

@@ -5,9 +5,11 @@ and moved into place when the whole run has succeeded; on any failure or cancel 
 folder (and the output folder itself, if the run created it) is removed, leaving the user's
 files as they were. `staged_folder`: a whole folder (a model, a set of generated pairs) is
 written as a hidden sibling and replaces the target only when the writer has finished.
+`write_json_report`: the `--json OUT` file of the commands that print a table.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ..errors import InputError
 
@@ -109,3 +112,11 @@ def staged_folder(target: str | Path, overwrite: bool = False) -> Iterator[Path]
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def write_json_report(path: str | Path, data: Any) -> Path:
+    """`data` as strict JSON (NaN refused, so every reader can parse it), parent folders made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return path

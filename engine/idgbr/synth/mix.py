@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..datasets import TileDataset
+from ..datasets import TileDataset, resample
 from ..errors import InputError
 from ..evaluate import read_label_map
 from ..segment.data import folder_dataset
@@ -96,9 +96,7 @@ def synthetic_scale(folder: str | Path, real: Any) -> float:
 
 def resample_pair(image: np.ndarray, label: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Image bilinear, labels nearest, both to round(size × factor)."""
-    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-    return (np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)),
-            np.asarray(Image.fromarray(label).resize(size, Image.NEAREST)))
+    return resample(image, factor, nearest=False), resample(label, factor, nearest=True)
 
 
 class MixedDataset(TileDataset):

@@ -11,7 +11,6 @@ smaller), so the real side is measured on random crops of the synthetic tiles' s
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from scipy import ndimage
 
 from ..datasets import TileDataset
 from ..errors import InputError
+from ..io.outputs import write_json_report
 from ..models.card import ClassInfo
 from ..preview import outline
 from .mix import resample_pair, synthetic_pairs, synthetic_scale
@@ -86,16 +86,20 @@ def _sizes(sizes: list[int], tiles: int, bins: np.ndarray) -> dict[str, Any]:
             "q75": q75, "histogram": np.histogram(sizes, bins)[0].tolist()}
 
 
-def compare(real: TileDataset, synthetic_dir: str | Path, crops: int | None = None, seed: int = 0,
-            limit: int | None = None) -> dict[str, Any]:
-    """Statistics of (at most `limit`) synthetic pairs, brought to the real GSD as training
-    sees them (idgbr.synth.mix), and of `crops` real crops of that size (default: as many
-    crops as pairs)."""
+def as_trained(real: TileDataset, synthetic_dir: str | Path, limit: int | None = None) -> list[Pair]:
+    """(At most `limit`) synthetic pairs as training reads them: brought to the real GSD
+    (idgbr.synth.mix)."""
     synth = synthetic_pairs(synthetic_dir, len(real.classes))
     scale = synthetic_scale(synthetic_dir, real)
     pairs = [synth[i][:2] for i in range(min(len(synth), limit or len(synth)))]
-    if scale != 1.0:
-        pairs = [resample_pair(image, label, scale) for image, label in pairs]
+    return pairs if scale == 1.0 else [resample_pair(image, label, scale) for image, label in pairs]
+
+
+def compare(real: TileDataset, synthetic_dir: str | Path, crops: int | None = None, seed: int = 0,
+            limit: int | None = None) -> dict[str, Any]:
+    """Statistics of (at most `limit`) synthetic pairs as training sees them and of `crops`
+    real crops of their size (default: as many crops as pairs)."""
+    pairs = as_trained(real, synthetic_dir, limit)
     size = pairs[0][1].shape
     classes = real.classes
     return {"dataset": real.name, "split": real.split, "synthetic": str(synthetic_dir), "tile_size": list(size),
@@ -193,10 +197,9 @@ def run_stats(args: argparse.Namespace) -> int:
     result = compare(real, args.synthetic, seed=args.seed, limit=args.limit)
     print(format_table(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json_report(args.json, result)
     if args.grid:
-        synth = synthetic_pairs(args.synthetic, len(real.classes))
-        print(f"grid → {grid_png((synth[i] for i in range(min(GRID_PAIRS, len(synth)))), real.classes, args.grid)}")
+        print(f"grid → {grid_png(as_trained(real, args.synthetic, GRID_PAIRS), real.classes, args.grid)}")
     if args.real_grid:
         crops = real_crops(real, tuple(result["tile_size"]), GRID_PAIRS, args.seed)
         print(f"real grid → {grid_png(crops, real.classes, args.real_grid)}")
