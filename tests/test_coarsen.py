@@ -175,3 +175,18 @@ def test_cli_failure_halfway_leaves_no_tiles(shared_data, tmp_path, capsys):
                  "--recipe", "blocky", "--binary-255", "--overwrite"]) == 2
     assert [p.name for p in (tmp_path / "kept").iterdir()] == [names[0]]
     assert (tmp_path / "kept" / names[0]).read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("gsd", [0.075, 0.15, 0.3])
+def test_old_layer_recipes_misregister_by_ground_metres_whatever_the_gsd(gsd):
+    """`buildings-old` shifts the whole layer by 0.5-1 m: 7-13 px at 0.075 m, 1.7-3.3 px at
+    0.3 m. Measured on a plain square, whose centroid moves by the layer shift plus the
+    per-object offset (std 0.15 m), so allow for that and for rounding to whole pixels."""
+    lab = np.zeros((256, 256), np.uint8)
+    lab[96:160, 96:160] = 1
+    shifts = []
+    for seed in range(12):
+        c = coarsen(lab, "buildings-old", seed, 2, gsd_m=gsd)
+        ys, xs = np.nonzero(c)
+        shifts.append(np.hypot(ys.mean() - 127.5, xs.mean() - 127.5) * gsd)
+    assert 0.3 < min(shifts) and max(shifts) < 1.5 and 0.55 < np.median(shifts) < 1.05, shifts

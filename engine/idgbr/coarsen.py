@@ -207,11 +207,21 @@ def polygons(labels: np.ndarray, rng: np.random.Generator, num_classes: int,
     return out
 
 
-def shift(labels: np.ndarray, rng: np.random.Generator, num_classes: int, max_px: int = 3) -> np.ndarray:
-    """Misregister the whole map by 1..max_px pixels (edges repeated into the gap)."""
-    dy = dx = 0
-    while dy == 0 and dx == 0:
-        dy, dx = (int(v) for v in rng.integers(-max_px, max_px + 1, 2))
+def shift(labels: np.ndarray, rng: np.random.Generator, num_classes: int, max_px: float = 3,
+          min_px: float | None = None) -> np.ndarray:
+    """Misregister the whole map: by 1..max_px pixels per axis, or, with `min_px`, by an offset
+    of length min_px..max_px in a random direction (edges repeated into the gap)."""
+    if min_px is None:
+        max_px = int(max_px)
+        dy = dx = 0
+        while dy == 0 and dx == 0:
+            dy, dx = (int(v) for v in rng.integers(-max_px, max_px + 1, 2))
+    else:
+        length, angle = rng.uniform(min_px, max_px), rng.uniform(0, 2 * np.pi)
+        dy, dx = int(round(length * np.sin(angle))), int(round(length * np.cos(angle)))
+        if dy == 0 and dx == 0:
+            dx = 1
+        max_px = max(abs(dy), abs(dx))
     h, w = labels.shape
     padded = np.pad(labels, max_px, mode="edge")
     return padded[max_px - dy:max_px - dy + h, max_px - dx:max_px - dx + w].copy()
@@ -286,11 +296,21 @@ def class_swap(labels: np.ndarray, rng: np.random.Generator, num_classes: int, c
 
 @dataclass(frozen=True)
 class Step:
-    """One perturbation of a recipe, applied with probability `p`."""
+    """One perturbation of a recipe, applied with probability `p`. The parameters named in
+    `ground` are lengths in pixels at the recipe's `gsd_m`: they are rescaled to the tile's GSD,
+    so an error of "1 m" stays 1 m on a 0.3 m tile."""
 
     op: Perturbation
     params: dict[str, Any] = field(default_factory=dict)
     p: float = 1.0
+    ground: tuple[str, ...] = ()
+
+    def scaled(self, factor: float) -> dict[str, Any]:
+        if factor == 1.0 or not self.ground:
+            return self.params
+        def scale(v: Any) -> Any:
+            return tuple(x * factor for x in v) if isinstance(v, tuple) else v * factor
+        return {k: scale(v) if k in self.ground else v for k, v in self.params.items()}
 
 
 @dataclass(frozen=True)
@@ -302,17 +322,24 @@ class Recipe:
     description: str
     steps: tuple[Step, ...]
     iou_band: tuple[float, float]
+    gsd_m: float | None = None  # the GSD its `ground` parameters are given at; None: pixels only
 
-    def apply(self, labels: np.ndarray, rng: np.random.Generator, num_classes: int) -> np.ndarray:
+    def apply(self, labels: np.ndarray, rng: np.random.Generator, num_classes: int,
+              gsd_m: float | None = None) -> np.ndarray:
+        factor = self.gsd_m / gsd_m if self.gsd_m and gsd_m else 1.0
         out = labels
         for step in self.steps:
             if step.p >= 1.0 or rng.random() < step.p:
-                out = step.op(out, rng, num_classes, **step.params)
+                out = step.op(out, rng, num_classes, **step.scaled(factor))
         return out
 
 
 def _one_of(labels: np.ndarray, rng: np.random.Generator, num_classes: int, names: Sequence[str]) -> np.ndarray:
     return RECIPES[str(rng.choice(names))].apply(labels, rng, num_classes)
+
+
+_POLYGON_LENGTHS = ("tolerance", "vertex_jitter", "object_shift")
+_SHIFT_LENGTHS = ("max_px", "min_px")
 
 
 _RECIPES = (
@@ -344,9 +371,21 @@ _RECIPES = (
             Step(drop_segments, {"fraction": (0.05, 0.2)}, p=0.7),
             Step(shift, {"max_px": 3}, p=0.7)),
            (0.6, 0.95)),
+    Recipe("buildings-old", "an old building layer: generalised outlines (0.2-0.5 m), jittered vertices, "
+           "single buildings offset, the whole layer misregistered by 0.5-1 m; sizes in ground metres",
+           (Step(polygons, {"tolerance": (3.0, 7.0), "vertex_jitter": (0.7, 2.0), "object_shift": 2.0,
+                            "drop": 0.03}, ground=_POLYGON_LENGTHS),
+            Step(shift, {"min_px": 7.0, "max_px": 13.0}, ground=_SHIFT_LENGTHS)),
+           (0.5, 0.9), gsd_m=0.075),
+    Recipe("fields-old", "a hand-digitised parcel layer: outlines generalised by 1-3 m, vertices off by "
+           "0.5-1.5 m, the whole layer misregistered by 2-5 m; sizes in ground metres",
+           (Step(polygons, {"tolerance": (1.0, 3.0), "vertex_jitter": (0.5, 1.5), "object_shift": 1.0},
+                 ground=_POLYGON_LENGTHS),
+            Step(shift, {"min_px": 2.0, "max_px": 5.0}, ground=_SHIFT_LENGTHS)),
+           (0.7, 0.97), gsd_m=1.0),
 )
 _RECIPES += (Recipe("mixed", "one of the other recipes, drawn per tile (for training on varied errors)",
-                    (Step(_one_of, {"names": tuple(r.name for r in _RECIPES)}),),
+                    (Step(_one_of, {"names": tuple(r.name for r in _RECIPES if r.gsd_m is None)}),),
                     (0.6, 0.95)),)
 RECIPES: dict[str, Recipe] = {r.name: r for r in _RECIPES}
 
@@ -364,9 +403,11 @@ def tile_rng(seed: int, name: str) -> np.random.Generator:
 
 
 def coarsen(labels: np.ndarray, recipe: str | Recipe, rng: np.random.Generator | int,
-            num_classes: int | None = None, ignore: int | None = None) -> np.ndarray:
+            num_classes: int | None = None, ignore: int | None = None, gsd_m: float | None = None) -> np.ndarray:
     """A coarse version (uint8) of the class map `labels` (2-D, class ids 0..num_classes-1,
-    `ignore` where unlabelled). num_classes defaults to the largest id + 1 (at least 2)."""
+    `ignore` where unlabelled). num_classes defaults to the largest id + 1 (at least 2).
+    `gsd_m` (the tile's ground sampling distance) rescales recipes whose errors are given in
+    ground metres (`buildings-old`, `fields-old`); without it they act at their nominal GSD."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"labels must be a 2-D integer class map, got {labels.dtype} {labels.shape}")
@@ -386,7 +427,7 @@ def coarsen(labels: np.ndarray, recipe: str | Recipe, rng: np.random.Generator |
     if unlabelled.all():
         return labels.astype(np.uint8)
     work = _fill_from_others(labels.astype(np.uint8), unlabelled)
-    out = recipe.apply(work, rng, k)
+    out = recipe.apply(work, rng, k, gsd_m)
     if ignore is not None:
         out[unlabelled] = ignore
     return out

@@ -49,6 +49,8 @@ class RefineResult:
     tiles: int
     tiles_skipped: int
     device: str
+    model: str = ""
+    resampled: str | None = None  # how tiles were brought to the model's GSD, when they were
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -111,7 +113,6 @@ def refine(
     if coarse is None and coarse_model is None:
         raise InputError(f"no coarse layer given, and model {card.name!r} names no coarse model; pass the "
                          "classification to refine (--coarse) or a coarse model (--coarse-model)")
-    tile_size = int(tile_size or card.tile_size)
     overlap = card.overlap if overlap is None else float(overlap)
     with_uncertainty = int((refiner_options or {}).get("samples") or 1) > 1
     if with_uncertainty and not hasattr(refiner, "predict_with_uncertainty"):
@@ -120,6 +121,7 @@ def refine(
     with open_raster(image) as ds:
         window, aoi_geom = parse_aoi(aoi, ds.crs, ds.transform, ds.width, ds.height)
         grid = Grid.of_window(ds.crs, ds.transform, window)
+    refiner, tile_size, resampled = _fit_model_gsd(refiner, grid, tile_size)
     rows = tile_rows(grid.height, grid.width, tile_size, overlap)
     reader = ImageReader.open(image, bands, window)
     timings["load"] = time.perf_counter() - t0
@@ -172,7 +174,26 @@ def refine(
     return RefineResult(out.out_dir, final("refined.tif"), final("confidence.tif"),
                         final("uncertainty.tif") if with_uncertainty else None, final("coarse.tif"),
                         final("refined.gpkg"), final("preview.png") if preview else None, classes,
-                        {c.name: areas[c.id] for c in classes if c.id in areas}, done, skipped, device, timings)
+                        {c.name: areas[c.id] for c in classes if c.id in areas}, done, skipped, device, card.name,
+                        resampled, timings)
+
+
+def _fit_model_gsd(refiner, grid: Grid, tile_size: int | None) -> tuple[Any, int, str | None]:
+    """(refiner, tile size in image pixels, what was done): an image whose GSD lies outside the
+    card's range is refined through `ResampledRefiner`, with tiles that are the card's tile
+    size at the model's scale."""
+    from .models.resample import ResampledRefiner, ground_gsd_m, scale_for
+
+    card = refiner.card
+    gsd = ground_gsd_m(grid.crs, grid.transform, grid.width, grid.height)
+    factor = scale_for(gsd, card.gsd_range_m)
+    if factor == 1.0:
+        return refiner, int(tile_size or card.tile_size), None
+    size = int(tile_size or round(card.tile_size / factor))
+    note = (f"image GSD {gsd:.3g} m is outside model {card.name!r}'s range {card.gsd_range_m[0]:g}-"
+            f"{card.gsd_range_m[1]:g} m: tiles resampled to {gsd / factor:.3g} m and the result back to the image grid")
+    log.info(note)
+    return ResampledRefiner(refiner, factor), size, note
 
 
 def _run_tiles(reader: ImageReader, origin: Window, grid: Grid, rows, tile_size: int, overlap: float, batch_size: int,

@@ -174,7 +174,7 @@ def load_tiles(ds: TileDataset, coarse: str, seed: int, limit: int | None = None
         if folder.is_dir():
             c = read_coarse(files[tile_id], num_classes, gt.shape)
         else:
-            c = coarsen(gt, coarse, tile_rng(seed, tile_id), num_classes)
+            c = coarsen(gt, coarse, tile_rng(seed, tile_id), num_classes, gsd_m=ds.tiles[int(i)].gsd_m)
         tiles.append(Tile(tile_id, image, gt, c))
     return tiles
 

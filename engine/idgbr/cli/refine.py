@@ -65,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
                         simplify=args.simplify, simplify_units=args.simplify_units, min_area_m2=args.min_area,
                         regularize_classes=regularize, overwrite=args.overwrite, preview=args.preview,
                         coarse_model=args.coarse_model, refiner_options=options, progress=progress)
-    print(f"refined {result.tiles} tiles ({result.tiles_skipped} empty skipped) on {result.device} "
-          f"in {result.timings_s['total']:.1f} s → {result.out_dir}")
+    print(f"refined {result.tiles} tiles ({result.tiles_skipped} empty skipped) with model {result.model!r} on "
+          f"{result.device} in {result.timings_s['total']:.1f} s → {result.out_dir}")
+    if result.resampled:
+        print(f"  {result.resampled}")
     for name, area in result.class_areas_m2.items():
         if area > 0:
             print(f"  {name:<20} {area:>14,.1f} m²")

@@ -10,7 +10,8 @@ from ..cli.run_options import add_run_options, apply_run_overrides
 KINDS = {
     "label-embed": "train the label embedding (class maps ↔ 3-channel codes)",
     "vae": "train the compact preset's VAE on images and embedded label maps",
-    "refiner": "train the IDGBR diffusion refiner and write its model folder",
+    "refiner": "train a refiner and write its model folder: the latent IDGBR diffusion refiner, or a "
+               "pixel-space coarse-anchored one when the config says `family: anchored`",
 }
 
 
@@ -27,9 +28,32 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import DiffusionConfig
     from .runs import RUNNERS, describe
 
+    if args.diffusion_kind == "refiner":
+        from ..anchored.train import is_anchored_config
+
+        if is_anchored_config(args.config):
+            return run_train_anchored(args)
     cfg = DiffusionConfig.load(args.config)
     apply_run_overrides(cfg, args)
     if args.out is not None:
         cfg.out = args.out
     print(describe(RUNNERS[args.diffusion_kind](cfg, resume=args.resume, report=print)))
+    return 0
+
+
+def run_train_anchored(args: argparse.Namespace) -> int:
+    """The anchored family trains on the CPU it runs on; its runs take no synthetic mix yet."""
+    from ..anchored.train import AnchoredConfig, train
+    from ..errors import InputError
+
+    if getattr(args, "synthetic", None) or (args.device not in (None, "auto", "cpu")):
+        raise InputError("anchored refiners train on the CPU without --synthetic (for now)")
+    cfg = AnchoredConfig.load(args.config)
+    for key in ("steps", "max_minutes"):
+        if getattr(args, key) is not None:
+            setattr(cfg.train, key, getattr(args, key))
+    if args.out is not None:
+        cfg.out = args.out
+    result = train(cfg, resume=args.resume, report=print)
+    print(f"{result.out}: {result.step} steps, {result.seconds / 60:.1f} min; best validation {result.best}")
     return 0

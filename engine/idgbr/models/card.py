@@ -51,6 +51,7 @@ class ModelCard:
     background_class: int | None = 0
     building_classes: list[int] = field(default_factory=list)
     gsd_m: float | None = None
+    gsd_range_m: list[float] | None = None  # [finest, coarsest] GSD the model was trained on; inputs outside are resampled
     tile_size: int = 512
     overlap: float = 0.25
     normalization: dict[str, Any] = field(default_factory=lambda: {"mean": [0.5] * 3, "std": [0.5] * 3})

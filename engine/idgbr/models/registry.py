@@ -17,7 +17,7 @@ from .card import CARD_FILE, ModelCard
 
 RefinerFactory = Callable[..., Refiner]
 _FACTORIES: dict[str, RefinerFactory] = {}
-_BUILTIN_MODULES = ("identity", "crf", "guided", "morph", "idgbr")
+_BUILTIN_MODULES = ("identity", "crf", "guided", "morph", "idgbr", "anchored")
 
 
 def register_refiner(kind: str) -> Callable[[RefinerFactory], RefinerFactory]:

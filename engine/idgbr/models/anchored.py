@@ -1,0 +1,105 @@
+"""The coarse-anchored refiners (`idgbr.anchored`) behind the refiner protocol.
+
+Tiles whose coarse map has no boundary are returned as the coarse map without running the
+network (most tiles of a large orthophoto are all background or all field interior).
+Options: `steps` (diffusion steps, default the card's), `samples` (several give the
+uncertainty), `seed`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..device import resolve_device
+from ..errors import InputError
+from .base import NO_COARSE, TileBatch, one_hot
+from .card import ModelCard
+from .registry import register_refiner
+
+OPTIONS = ("steps", "samples", "seed")
+
+
+@register_refiner("anchored")
+class AnchoredRefiner:
+    def __init__(self, card: ModelCard, folder: Path, device: str = "auto", **options: Any) -> None:
+        from ..anchored.net import AnchoredRefinerNet
+
+        if card.num_classes is None:
+            raise InputError(f"model {card.name!r}: an anchored model card must list its classes")
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise InputError(f"unknown options {sorted(unknown)} for model {card.name!r} (known: {list(OPTIONS)})")
+        chosen = {**card.training.get("sampling", {}), **{k: v for k, v in options.items() if v is not None}}
+        self.card = card
+        self.num_classes = card.num_classes
+        self.device = resolve_device(device)
+        self.net = AnchoredRefinerNet.from_pretrained(folder, use_safetensors=True).to(self.device).eval()
+        if self.net.config.num_classes != card.num_classes:
+            raise InputError(f"model {card.name!r}: card has {card.num_classes} classes, weights "
+                             f"{self.net.config.num_classes}")
+        self.diffusion = self.net.config.mode == "diffusion"
+        self.steps = int(chosen.get("steps") or self.net.config.steps)
+        self.samples = int(chosen.get("samples") or 1)
+        self.seed = int(chosen.get("seed") or 0)
+        if not 1 <= self.steps <= self.net.config.steps or self.samples < 1:
+            raise InputError(f"model {card.name!r}: steps must be 1..{self.net.config.steps} and samples ≥ 1 "
+                             f"(got steps={self.steps}, samples={self.samples})")
+
+    @property
+    def nfe_per_tile(self) -> int:
+        return self.steps * self.samples if self.diffusion else 1
+
+    def describe(self) -> dict[str, Any]:
+        mode = self.net.config.mode
+        return {"mode": mode, "nfe_per_tile": self.nfe_per_tile, "device": self.device,
+                **({"steps": self.steps, "samples": self.samples, "seed": self.seed} if self.diffusion else {})}
+
+    def bind_classes(self, num_classes: int) -> None:
+        if num_classes > self.num_classes:
+            raise InputError(f"model {self.card.name!r} has {self.num_classes} classes, "
+                             f"the coarse layer has {num_classes}")
+
+    def predict(self, batch: TileBatch) -> np.ndarray:
+        return self._run(batch)[0]
+
+    def predict_with_uncertainty(self, batch: TileBatch) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(batch)
+
+    def _prior(self, coarse: np.ndarray) -> np.ndarray:
+        """What the network outputs where it changes nothing: softmax of the coarse logits."""
+        k, logit = self.num_classes, float(self.net.config.prior_logit)
+        on = np.exp(logit) / (np.exp(logit) + k - 1)
+        probs = one_hot(coarse, k)
+        known = coarse != NO_COARSE
+        probs.transpose(1, 0, 2, 3)[:, known] = np.where(probs.transpose(1, 0, 2, 3)[:, known] > 0.5, on,
+                                                         (1 - on) / (k - 1))
+        return probs
+
+    def _run(self, batch: TileBatch) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+        import torch.nn.functional as F
+
+        from ..anchored.process import sample
+
+        probs = self._prior(batch.coarse)
+        unc = np.zeros((len(batch),) + batch.coarse.shape[1:], np.float32)
+        c = batch.coarse
+        known = c != NO_COARSE
+        changes = ((c[:, 1:] != c[:, :-1]) & known[:, 1:] & known[:, :-1]).any((1, 2)) | \
+                  ((c[:, :, 1:] != c[:, :, :-1]) & known[:, :, 1:] & known[:, :, :-1]).any((1, 2))
+        todo = np.flatnonzero(changes)
+        if todo.size == 0:
+            return probs, unc
+        h, w = c.shape[1:]
+        m = self.net.multiple
+        pad = (0, -w % m, 0, -h % m)
+        image = F.pad(torch.from_numpy(np.ascontiguousarray(batch.image[todo], np.float32)), pad, mode="replicate")
+        coarse = torch.from_numpy(c[todo].astype(np.int64))
+        coarse = F.pad(coarse[:, None].float(), pad, mode="replicate")[:, 0].long()
+        gen = torch.Generator().manual_seed(self.seed)
+        out = sample(self.net, image.to(self.device), coarse.to(self.device), self.steps, self.samples, gen)
+        probs[todo] = out.probs[..., :h, :w].float().cpu().numpy()
+        if out.uncertainty is not None:
+            unc[todo] = out.uncertainty[..., :h, :w].float().cpu().numpy()
+        return probs, unc
