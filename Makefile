@@ -39,6 +39,7 @@ $(STAMP): Makefile engine/requirements.txt engine/pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e engine
 	$(PY) -c "import sysconfig, json; json.dump({'site_packages': sysconfig.get_paths()['purelib']}, open('qgis_idgbr/engine_path.json', 'w'))"
 	mkdir -p $(QGIS_PLUGIN_DIR) && ln -sfn $(CURDIR)/qgis_idgbr $(QGIS_PLUGIN_DIR)/qgis_idgbr
+	$(PY) resources/enable_plugin.py $(QGIS_PLUGIN_DIR)/../..
 	touch $(STAMP)
 
 demo: install

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,25 +58,109 @@ def test_refine_and_vectorize_through_processing_run(processing, mosaic, tmp_pat
 
 def test_refine_reports_engine_errors(processing, mosaic, tmp_path):  # noqa: F811
     tif, gpkg = mosaic
-    with pytest.raises(QgsProcessingException, match="unknown model 'nope'"):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QgsProcessingException, match="empty is not a model folder: model_card.json is missing"):
+        processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": str(gpkg), "MODEL_FOLDER": str(tmp_path / "empty"),
+                                        "OUTPUT": str(tmp_path / "x")})
+    with pytest.raises(QgsProcessingException, match="Incorrect parameter value for MODEL"):
         processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": str(gpkg), "MODEL": "nope",
                                         "OUTPUT": str(tmp_path / "x")})
-    assert not (tmp_path / "x").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_reruns_replace_the_results_and_without_overwrite_nothing_changes(processing, mosaic, tmp_path):  # noqa: F811
+    """Processing replaces its outputs by default; with OVERWRITE off the message names Processing's switch."""
+    tif, gpkg = mosaic
+    out = tmp_path / "refined"
+    parameters = {"IMAGE": str(tif), "COARSE": str(gpkg), "OUTPUT": str(out)}  # the default model
+    processing.run("idgbr:refine", parameters)
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    processing.run("idgbr:refine", parameters)
+    second = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert second.keys() == first.keys() and all(second[n] > first[n] for n in first)
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run("idgbr:refine", {**parameters, "OVERWRITE": False})
+    assert f"output folder {out} already holds results" in str(refused.value)
+    assert "'Overwrite existing results'" in str(refused.value) and "--overwrite" not in str(refused.value)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == second  # no staging folder either
+
+
+def test_model_lists_the_installed_refiners_with_their_cards(processing):
+    from idgbr.models import list_models
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("idgbr:refine")
+    model = algorithm.parameterDefinition("MODEL")
+    cards = list_models()
+    coarse = [c for c in cards if c.refiner == "segformer"]
+    assert coarse and all(c.name.startswith("coarse-") for c in coarse)
+    assert model.options() == [c.name for c in cards if c not in coarse]
+    assert model.defaultValue() == "guided" and model.usesStaticStrings()
+    assert "MODEL=guided" in model.help()
+    for card in cards:
+        assert (f"{card.name}: {card.description}" in algorithm.shortHelpString()) == (card not in coarse)
+
+
+def test_a_model_folder_overrides_the_model_name(processing, mosaic, tmp_path):  # noqa: F811
+    """A folder outside the model roots (a copy of identity) wins over MODEL=guided: refined equals coarse."""
+    import shutil
+
+    import numpy as np
+    import rasterio
+
+    tif, gpkg = mosaic
+    folder = shutil.copytree(REPO / "resources" / "models" / "identity", tmp_path / "my-model")
+    out = processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": str(gpkg), "MODEL": "guided",
+                                          "MODEL_FOLDER": str(folder), "OUTPUT": str(tmp_path / "out")})
+    with rasterio.open(out["REFINED"]) as refined, rasterio.open(tmp_path / "out" / "coarse.tif") as coarse:
+        assert np.array_equal(refined.read(1), coarse.read(1))
+
+
+def enable_plugin(profile: Path) -> str:
+    """What `make install` runs after linking the plugin; returns the profile's QGIS3.ini afterwards."""
+    subprocess.run([sys.executable, str(REPO / "resources" / "enable_plugin.py"), str(profile)], check=True,
+                   capture_output=True)
+    return (profile / "QGIS" / "QGIS3.ini").read_text()
+
+
+def test_enabling_the_plugin_keeps_the_profile_settings_and_is_idempotent(tmp_path):
+    from qgis.PyQt.QtCore import QSettings
+
+    ini = tmp_path / "QGIS" / "QGIS3.ini"
+    ini.parent.mkdir()
+    ini.write_text("[PythonPlugins]\nprocessing=true\nqgis_idgbr=false\nother=false\n\n"
+                   "[qgis]\ngeometry=@ByteArray(\\x1\\xd9)\nscale=\"1:1000, 1:5000\"\n")
+    kept = {"PythonPlugins/processing": "true", "PythonPlugins/other": "false",
+            "qgis/geometry": b"\x01\xd9", "qgis/scale": "1:1000, 1:5000"}
+    once = enable_plugin(tmp_path)
+    assert enable_plugin(tmp_path) == once
+    settings = QSettings(str(ini), QSettings.IniFormat)
+    assert {key: settings.value(key) for key in kept} == kept
+    assert settings.value("PythonPlugins/qgis_idgbr") == "true"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["QGIS", "QGIS3.ini"]
 
 
 def test_refine_through_qgis_process(mosaic, tmp_path):  # noqa: F811
-    """A fresh profile with the plugin linked (as `make install` does) and enabled in QGIS3.ini."""
+    """A fresh profile set up as `make install` does (plugin linked, then enabled): the algorithms are
+    listed, and the README's invocation runs twice into the same OUTPUT."""
     tif, gpkg = mosaic
     profile = tmp_path / "config" / "profiles" / "default"
     (profile / "python" / "plugins").mkdir(parents=True)
     (profile / "python" / "plugins" / "qgis_idgbr").symlink_to(REPO / "qgis_idgbr", target_is_directory=True)
-    (profile / "QGIS").mkdir()
-    (profile / "QGIS" / "QGIS3.ini").write_text("[PythonPlugins]\nqgis_idgbr=true\n")
+    enable_plugin(profile)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "QGIS_"))}
     env.update(QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "config"))
-    done = subprocess.run([QGIS_PROCESS, "--json", "run", "idgbr:refine", "--", f"IMAGE={tif}",
-                           f"COARSE={gpkg}", "MODEL=identity", f"OUTPUT={tmp_path / 'out'}"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
-    assert Path(results["REFINED"]).is_file() and results["POLYGONS"].endswith("|layername=refined")
+
+    def qgis_process(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([QGIS_PROCESS, *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done
+
+    listed = qgis_process("list").stdout
+    assert "idgbr:refine" in listed and "idgbr:vectorize" in listed
+    for _ in range(2):
+        done = qgis_process("--json", "run", "idgbr:refine", "--", f"IMAGE={tif}", f"COARSE={gpkg}",
+                            "MODEL=identity", f"OUTPUT={tmp_path / 'out'}")
+        results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+        assert Path(results["REFINED"]).is_file() and results["POLYGONS"].endswith("|layername=refined")
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]

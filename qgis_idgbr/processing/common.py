@@ -25,10 +25,13 @@ def engine_errors(run: Callable[[], dict]) -> dict:
     """Run the engine; unreadable layers, its input errors and cancels become QgsProcessingException (what
     Processing shows the user) instead of tracebacks."""
     import idgbr
+    from idgbr.errors import ResultsExist
 
     try:
         return run()
     except idgbr.Cancelled as exc:
         raise QgsProcessingException("cancelled; nothing was written") from exc
+    except ResultsExist as exc:  # the engine's text names the CLI's --overwrite
+        raise QgsProcessingException(exc.message("turn on 'Overwrite existing results' (OVERWRITE=true)")) from exc
     except (idgbr.InputError, SourceError) as exc:
         raise QgsProcessingException(str(exc)) from exc

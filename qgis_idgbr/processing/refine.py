@@ -1,7 +1,9 @@
 """Processing algorithm "Refine classification boundaries": `idgbr.refine` with the dock's parameters.
 
-The model is a string (an installed name or a model folder) rather than an enum, so saved models
-and qgis_process calls keep working when models are added.
+MODEL is an enum of the installed refiners whose values are their names (static strings), so saved
+models and qgis_process calls that pass MODEL=guided keep working when models are added or removed;
+a model folder goes into MODEL_FOLDER, which overrides MODEL. OVERWRITE is on by default: Processing
+replaces its outputs, so re-running into the same OUTPUT folder works.
 """
 from __future__ import annotations
 
@@ -10,19 +12,24 @@ from typing import Any
 from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingFeedback,
                        QgsProcessingOutputRasterLayer, QgsProcessingOutputVectorLayer, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
-                       QgsProcessingParameterField, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterField, QgsProcessingParameterFile,
+                       QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
+                       QgsProcessingParameterRasterLayer, QgsVectorLayer)
 
+from ..presets import refiner_cards
 from ..sources import layer_path
 from .common import bridge, engine_errors
 
 DEVICES = ("auto", "cpu", "cuda")
+# The model MODEL starts on when it is installed (else the first installed refiner): the one place to change it.
+DEFAULT_MODEL = "guided"
 Int, Double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
 
 
 class RefineAlgorithm(QgsProcessingAlgorithm):
-    IMAGE, COARSE, CLASS_FIELD, MODEL, AOI, DEVICE = "IMAGE", "COARSE", "CLASS_FIELD", "MODEL", "AOI", "DEVICE"
+    IMAGE, COARSE, CLASS_FIELD, MODEL, MODEL_FOLDER = "IMAGE", "COARSE", "CLASS_FIELD", "MODEL", "MODEL_FOLDER"
+    AOI, DEVICE, OVERWRITE = "AOI", "DEVICE", "OVERWRITE"
     STEPS, GUIDANCE, SAMPLES, TILE_SIZE, OVERLAP, BATCH_SIZE = ("STEPS", "GUIDANCE", "SAMPLES", "TILE_SIZE",
                                                                  "OVERLAP", "BATCH_SIZE")
     SIMPLIFY, MIN_AREA, REGULARIZE, SEED, OUTPUT = "SIMPLIFY", "MIN_AREA", "REGULARIZE", "SEED", "OUTPUT"
@@ -36,7 +43,9 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Refines a coarse classification (integer raster, or polygons with an integer class field; no "
                 "field: every polygon is class 1) over an orthophoto. Writes refined.tif, confidence.tif, "
-                "coarse.tif and refined.gpkg (layers 'refined' and 'changes') to the output folder.")
+                "coarse.tif and refined.gpkg (layers 'refined' and 'changes') to the output folder, replacing "
+                "the results of an earlier run there unless 'Overwrite existing results' is off.\n"
+                + models_help(installed_refiners()))
 
     def createInstance(self) -> "RefineAlgorithm":  # noqa: N802
         return RefineAlgorithm()
@@ -49,7 +58,18 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterField(self.CLASS_FIELD, "Class field (integer)",
                                                       parentLayerParameterName=self.COARSE, optional=True,
                                                       type=QgsProcessingParameterField.Numeric))
-        self.addParameter(QgsProcessingParameterString(self.MODEL, "Model (installed name or folder)", "guided"))
+        cards = installed_refiners()
+        names = [card.name for card in cards]
+        default = DEFAULT_MODEL if DEFAULT_MODEL in names else next(iter(names), None)
+        model = QgsProcessingParameterEnum(self.MODEL, "Model", names, defaultValue=default, optional=not names,
+                                           usesStaticStrings=True)
+        model.setHelp("An installed refiner, given by name (MODEL=guided); the algorithm's help describes each.")
+        self.addParameter(model)
+        folder = QgsProcessingParameterFile(self.MODEL_FOLDER, "Model folder (overrides Model)",
+                                            behavior=QgsProcessingParameterFile.Folder, optional=True)
+        folder.setHelp("A model folder (with model_card.json) that is not installed, or the owner/name of a "
+                       "model already in the local huggingface cache; when given, Model is ignored.")
+        self.addParameter(folder)
         self.addParameter(QgsProcessingParameterExtent(self.AOI, "Extent (default: the whole image)",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", list(DEVICES), defaultValue=0))
@@ -73,6 +93,10 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Output folder"))
+        overwrite = QgsProcessingParameterBoolean(self.OVERWRITE, "Overwrite existing results", True)
+        overwrite.setHelp("Replace the results of an earlier run in the output folder; off: such a folder is "
+                          "refused and nothing in it changes.")
+        self.addParameter(overwrite)
         self.addOutput(QgsProcessingOutputRasterLayer("REFINED", "Refined classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
         self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Refined polygons",
@@ -98,7 +122,8 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                                          ("samples", count(self.SAMPLES) if count(self.SAMPLES) > 1 else 0)) if v}
             result = idgbr.refine(
                 layer_path(image), layer_path(coarse) if coarse else None,
-                self.parameterAsString(parameters, self.MODEL, context),
+                self.parameterAsString(parameters, self.MODEL_FOLDER, context)
+                or self.parameterAsEnumString(parameters, self.MODEL, context),
                 self.parameterAsString(parameters, self.OUTPUT, context),
                 class_field=(self.parameterAsString(parameters, self.CLASS_FIELD, context) or None)
                 if isinstance(coarse, QgsVectorLayer) else None,
@@ -108,6 +133,7 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                 simplify=number(self.SIMPLIFY), min_area_m2=number(self.MIN_AREA),
                 regularize_classes=None if self.parameterAsBool(parameters, self.REGULARIZE, context) else (),
+                overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
                 refiner_options=options or None, progress=progress, cancel=cancel)
             feedback.pushInfo(f"{result.tiles} tiles on {result.device}; area per class (m²): "
                               f"{result.class_areas_m2}")
@@ -116,3 +142,17 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                     "CHANGES": f"{result.vectors}|layername=changes"}
 
         return engine_errors(run)
+
+
+def installed_refiners() -> list[Any]:
+    """The installed models that refine (coarse segmentors only make the coarse map)."""
+    from idgbr.models import list_models
+
+    return refiner_cards(list_models())
+
+
+def models_help(cards: list[Any]) -> str:
+    """What each installed refiner does, from its card, for the algorithm's help."""
+    lines = [f"{card.name}: {card.description or card.task or 'no description'}" for card in cards]
+    return ("Models (MODEL=name):\n" + "\n".join(lines) if lines
+            else "No refiner is installed: give a model folder (MODEL_FOLDER).")

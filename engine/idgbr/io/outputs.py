@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ResultsExist
 
 
 class OutputFolder:
@@ -36,9 +36,7 @@ class OutputFolder:
             raise InputError(f"output folder {out} is a file")
         existing = [n for n in self.names if (out / n).exists()]
         if existing and not self.overwrite:
-            shown = ", ".join(existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-            raise InputError(f"output folder {out} already holds results ({shown}); "
-                             "choose another folder or allow overwriting (--overwrite)")
+            raise ResultsExist(out, existing)
         parent = out if out.exists() else next(p for p in out.parents if p.exists())
         if not parent.is_dir():
             raise InputError(f"output folder {out} cannot be created: {parent} is a file")
