@@ -97,6 +97,7 @@ class CardSection:
     task: str = ""
     gsd_range_m: list[float] | None = None
     tile_size: int = 256
+    overlap: float = 0.25
     background_class: int | None = 0  # None: every class is vectorized (land cover)
     building_classes: list[int] = field(default_factory=list)
     coarse_model: str | None = None
@@ -276,7 +277,7 @@ def export(trainer: Trainer, cfg: AnchoredConfig, classes: list[Any], gsd_m: flo
     card = ModelCard(
         name=cfg.name, refiner="anchored", task=c.task, description=c.description, classes=list(classes),
         background_class=c.background_class, building_classes=c.building_classes, gsd_m=gsd_m, gsd_range_m=c.gsd_range_m, tile_size=c.tile_size,
-        overlap=0.25, normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, coarse_model=c.coarse_model,
+        overlap=c.overlap, normalization={"mean": [0.5] * 3, "std": [0.25] * 3}, coarse_model=c.coarse_model,
         training={"family": "anchored", "mode": cfg.model.mode, "sampling": asdict(cfg.sampling),
                   "data": asdict(cfg.data), "steps": trainer.step, "batch_size": cfg.train.batch_size,
                   "seconds": round(trainer.seconds), "machine": machine(),
