@@ -60,6 +60,9 @@ def test_refine_reports_engine_errors(processing, mosaic, tmp_path):  # noqa: F8
     with pytest.raises(QgsProcessingException, match="unknown model 'nope'"):
         processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": str(gpkg), "MODEL": "nope",
                                         "OUTPUT": str(tmp_path / "x")})
+    with pytest.raises(QgsProcessingException, match="is a coarse segmentor .* --coarse-model"):
+        processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": f"{gpkg}|layername=buildings",
+                                        "MODEL": "coarse-buildings", "OUTPUT": str(tmp_path / "x")})
     assert not (tmp_path / "x").exists()
 
 

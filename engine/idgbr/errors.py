@@ -10,5 +10,10 @@ class InputError(IdgbrError):
     """Bad input from the user: the message names the file or parameter and the problem."""
 
 
+class OutputError(IdgbrError):
+    """Writing the results failed (disk full, folder removed, …): the message says where and
+    why; nothing half-written is left behind."""
+
+
 class Cancelled(IdgbrError):
     """The caller asked to stop; nothing was written."""

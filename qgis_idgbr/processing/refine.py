@@ -49,7 +49,8 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterField(self.CLASS_FIELD, "Class field (integer)",
                                                       parentLayerParameterName=self.COARSE, optional=True,
                                                       type=QgsProcessingParameterField.Numeric))
-        self.addParameter(QgsProcessingParameterString(self.MODEL, "Model (installed name or folder)", "guided"))
+        self.addParameter(QgsProcessingParameterString(
+            self.MODEL, "Model (installed name or folder; auto: the default for the coarse layer's kind)", "auto"))
         self.addParameter(QgsProcessingParameterExtent(self.AOI, "Extent (default: the whole image)",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", list(DEVICES), defaultValue=0))
@@ -59,13 +60,15 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                                          minValue=0),
             QgsProcessingParameterNumber(self.SAMPLES, "Samples per tile (>1: uncertainty raster)", Int, 1,
                                          minValue=1),
-            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (0: model default)", Int, 0, minValue=0),
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (0: model default)", Int, 0, minValue=0,
+                                         maxValue=4096),
             QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (-1: model default)", Double, -1.0,
                                          minValue=-1, maxValue=0.9),
             QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", Int, 4, minValue=1),
             QgsProcessingParameterNumber(self.SIMPLIFY, "Simplification tolerance (pixels)", Double, 1.0,
                                          minValue=0),
-            QgsProcessingParameterNumber(self.MIN_AREA, "Minimum polygon area (m²)", Double, 0.0, minValue=0),
+            QgsProcessingParameterNumber(self.MIN_AREA, "Minimum polygon area (m²; -1: the model card's)", Double,
+                                         -1.0, minValue=-1),
             QgsProcessingParameterBoolean(self.REGULARIZE, "Right angles for the model's building classes", True),
             QgsProcessingParameterNumber(self.SEED, "Random seed (-1: none)", Int, -1, minValue=-1),
         ]
@@ -106,9 +109,12 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                 overlap=None if number(self.OVERLAP) < 0 else number(self.OVERLAP),
                 batch_size=count(self.BATCH_SIZE), seed=None if count(self.SEED) < 0 else count(self.SEED),
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                simplify=number(self.SIMPLIFY), min_area_m2=number(self.MIN_AREA),
+                simplify=number(self.SIMPLIFY),
+                min_area_m2=None if number(self.MIN_AREA) < 0 else number(self.MIN_AREA),
                 regularize_classes=None if self.parameterAsBool(parameters, self.REGULARIZE, context) else (),
                 refiner_options=options or None, progress=progress, cancel=cancel)
+            for line in result.summary:
+                feedback.pushInfo(line)
             feedback.pushInfo(f"{result.tiles} tiles on {result.device}; area per class (m²): "
                               f"{result.class_areas_m2}")
             return {self.OUTPUT: str(result.out_dir), "REFINED": str(result.refined),

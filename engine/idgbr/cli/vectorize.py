@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ..vectorize import vectorize
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..vectorize import vectorize
+
     out = Path(args.out).expanduser().absolute()
     if out.suffix.lower() != ".gpkg":
         raise InputError(f"output {out} must be a GeoPackage (.gpkg)")
