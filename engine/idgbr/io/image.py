@@ -33,7 +33,8 @@ def reading(what: str, path: str | Path) -> Iterator[None]:
     try:
         yield
     except (RasterioError, CPLE_BaseError) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        cause = e.__cause__ or e  # rasterio's "Read failed" wraps GDAL's own message
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise InputError(f"{what} {path} is damaged or truncated: GDAL cannot read its pixels ({detail}); "
                          "re-export or download it again") from e
 
