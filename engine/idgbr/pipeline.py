@@ -146,17 +146,16 @@ def refine(
 
     try:
         with OutputFolder(out_dir, OUTPUT_NAMES, overwrite, estimate_bytes=estimate) as out:
-            device = resolve_device(device)
-            with quiet_libraries():
-                refiner = load_refiner(card.path or card.name, device=device, **options)
             timings = {"load": time.perf_counter() - t0}
             clock = RunClock(report, grid.width * grid.height)
             t = time.perf_counter()
             clock.stage("coarse", 0.0, "reading the coarse layer onto the image grid")
             coarse_classes = None
+            # The coarse layer is staged (and checked) before the refiner loads torch and weights.
             if coarse is None:
                 from .coarse_stage import run_coarse_model
 
+                device = resolve_device(device)
                 stats, coarse_classes = run_coarse_model(
                     coarse_model, reader, window, grid, rows, tile_size, overlap, batch_size, device,
                     out.path("coarse.tif"), num_classes=card.num_classes, aoi=aoi_geom, cancel=check_cancel,
@@ -166,6 +165,12 @@ def refine(
                                      class_value=class_value, num_classes=card.num_classes, aoi=aoi_geom,
                                      image_valid=lambda row, h: reader.valid_rows(window, row, h),
                                      cancel=check_cancel)
+            timings["coarse"] = time.perf_counter() - t
+            t = time.perf_counter()
+            device = resolve_device(device)
+            with quiet_libraries():
+                refiner = load_refiner(card.path or card.name, device=device, **options)
+            timings["load"] += time.perf_counter() - t
             classes = card.classes or coarse_classes
             num_classes = len(classes) if classes else max(stats.max_class + 1, 2)
             refiner.bind_classes(num_classes)
@@ -178,7 +183,6 @@ def refine(
                                                 min_area_m2, mmu_source)
             for line in summary:
                 log.info(line)
-            timings["coarse"] = time.perf_counter() - t
 
             t = time.perf_counter()
             done, skipped = _run_tiles(reader, window, grid, rows, tile_size, overlap, batch_size, refiner, classes,
