@@ -76,6 +76,24 @@ def test_presets_pick_a_model_and_vectorization_settings(dock):
     assert dock.min_area.value() == 200.0 and not dock.regularize.isChecked()
 
 
+def test_auto_model_and_model_default_min_area_reach_the_engine(dock):
+    """The dock's defaults are the command line's: `model="auto"` (the card-driven choice, shown
+    with its card) and the model card's minimum area (None)."""
+    from idgbr.models.defaults import default_model, layer_kind
+
+    from qgis_idgbr.dock import DEFAULTS
+
+    dock.model_combo.setCurrentText(DEFAULTS["model"])
+    dock.min_area.setValue(DEFAULTS["min_area"])
+    assert dock.min_area.text() == "model default"
+    _, args, _ = dock.build_request()
+    assert args["model"] == "auto" and args["min_area_m2"] is None and args["kind"] is None
+    expected = default_model(layer_kind(args["coarse"]))[0].name
+    assert dock.card_label.text().startswith(f"auto → <b>{expected}</b>")
+    dock.apply_preset("Farmland cleanup")
+    assert dock.build_request()[1]["min_area_m2"] == 200.0
+
+
 def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_iface, tmp_path):
     from qgis_idgbr.export import export_polygons
 
