@@ -132,7 +132,7 @@ def refine(
 
     with open_raster(image) as ds:
         window, aoi_geom = parse_aoi(aoi, ds.crs, ds.transform, ds.width, ds.height, aoi_crs)
-        window, cropped = _coarse_overlap(coarse, ds, window, aoi is not None)
+        window, cropped = _coarse_overlap(coarse, ds, window)
         grid = Grid.of_window(ds.crs, ds.transform, window)
         image_size = (ds.width, ds.height)
     rows = tile_rows(grid.height, grid.width, tile_size, overlap)
@@ -170,6 +170,8 @@ def refine(
             device = resolve_device(device)
             with quiet_libraries():
                 refiner = load_refiner(card.path or card.name, device=device, **options)
+            if with_uncertainty and not hasattr(refiner, "predict_with_uncertainty"):
+                raise InputError(f"model {card.name!r} is deterministic: it cannot draw several samples")
             timings["load"] += time.perf_counter() - t
             classes = card.classes or coarse_classes
             num_classes = len(classes) if classes else max(stats.max_class + 1, 2)
@@ -228,8 +230,7 @@ def _choose_model(model: str | Path | None, coarse: str | Path | None, coarse_mo
     return default_model(kind)
 
 
-def _coarse_overlap(coarse: str | Path | None, ds: rasterio.DatasetReader, window: Window,
-                    has_aoi: bool) -> tuple[Window, bool]:
+def _coarse_overlap(coarse: str | Path | None, ds: rasterio.DatasetReader, window: Window) -> tuple[Window, bool]:
     """`window` cut to where the coarse layer has data (nothing is refined elsewhere: the outputs
     would be NoData there), and whether that made it smaller."""
     extent = coarse_bounds(coarse, ds.crs) if coarse is not None else None

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..vectorize import vectorize
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..vectorize import vectorize
-
     out = Path(args.out).expanduser().absolute()
     if out.suffix.lower() != ".gpkg":
         raise InputError(f"output {out} must be a GeoPackage (.gpkg)")
