@@ -124,7 +124,8 @@ def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_i
     assert (confidence.classificationMin(), confidence.classificationMax()) == (0.0, 1.0)
     assert isinstance(layers["changes"].renderer(), QgsSingleSymbolRenderer)
     assert layers["changes"].renderer().symbol().color().name() == "#ff00ff"
-    assert qgis_iface.messageBar().get_messages(Qgis.Success)
+    (success,) = qgis_iface.messageBar().get_messages(Qgis.Success)
+    assert "refined with identity on" in success  # the model that ran is named
 
     assert dock.export_button.isEnabled()  # the dock noticed (taskCompleted is emitted by finished)
     for suffix in (".gpkg", ".shp", ".geojson"):
