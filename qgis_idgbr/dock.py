@@ -28,9 +28,10 @@ EXTENTS = ("whole layer", "current map canvas extent", "selected features of a p
 DEVICES = ("auto", "cuda", "cpu")
 PROJECT_SCOPE = "idgbr"
 RUN_COARSE = "none: run the coarse model "
-DEFAULTS: dict[str, Any] = {"model": "guided", "device": "auto", "extent": 0, "steps": 0, "guidance": 0.0,
+AUTO_MODEL = "auto"  # the engine's default for the coarse layer's kind, as on the command line
+DEFAULTS: dict[str, Any] = {"model": AUTO_MODEL, "device": "auto", "extent": 0, "steps": 0, "guidance": 0.0,
                             "samples": 1, "tile_size": 0, "overlap": -0.05, "batch_size": 4, "simplify": 1.0,
-                            "min_area": 0.0, "regularize": True, "output": ""}
+                            "min_area": -5.0, "regularize": True, "output": ""}
 
 
 def torch_devices() -> str:
@@ -97,10 +98,12 @@ class IdgbrDock(QDockWidget):
                 self.preset_combo.addItem(preset.name)
         self.preset_combo.activated.connect(lambda: self.apply_preset(self.preset_combo.currentText()))
         self.model_combo = QComboBox()
-        self.model_combo.addItems(list(self.cards))
+        self.model_combo.addItems([AUTO_MODEL, *self.cards])
+        self.model_combo.setToolTip("auto: the installed default for the coarse layer's kind (or the preset's)")
         self.card_label = QLabel()
         self.card_label.setWordWrap(True)
         self.model_combo.currentTextChanged.connect(self._model_changed)
+        self.coarse_combo.layerChanged.connect(lambda _: self._model_changed(self.model_combo.currentText()))
         self._model_changed(self.model_combo.currentText())
         self.extent_combo = QComboBox()
         self.extent_combo.addItems(EXTENTS)
@@ -134,7 +137,7 @@ class IdgbrDock(QDockWidget):
         self.batch_size = _spin(QSpinBox(), 1, 256, "")
         self.simplify = _spin(QDoubleSpinBox(), 0.0, 100.0, "", step=0.5)
         self.simplify.setSuffix(" px")
-        self.min_area = _spin(QDoubleSpinBox(), 0.0, 1e7, "", step=5.0)
+        self.min_area = _spin(QDoubleSpinBox(), -5.0, 1e7, "model default", step=5.0)
         self.min_area.setSuffix(" m²")
         self.regularize = QCheckBox("right angles for building classes")
         for label, widget in (("Sampling steps", self.steps), ("Guidance", self.guidance),
@@ -170,8 +173,9 @@ class IdgbrDock(QDockWidget):
         self.field_combo.setEnabled(isinstance(layer, QgsVectorLayer))
 
     def _model_changed(self, name: str) -> None:
-        card = self.cards.get(name)
-        self.card_label.setText(card_summary(card) if card else "no model installed")
+        card = self._card()
+        summary = card_summary(card) if card else "no model installed"
+        self.card_label.setText(f"auto → {summary}" if card and name == AUTO_MODEL else summary)
         self.coarse_combo.setAdditionalItems([RUN_COARSE + n for n in coarse_choices(card, self.coarse_cards)])
 
     def apply_preset(self, name: str) -> None:
@@ -245,7 +249,7 @@ class IdgbrDock(QDockWidget):
         if not isinstance(image, QgsRasterLayer):
             raise SourceError("choose an image raster layer")
         coarse = self.coarse_combo.currentLayer()
-        card = self.cards.get(self.model_combo.currentText())
+        card = self._card()
         if card is None:
             raise SourceError("no model installed: see `idgbr models list`")
         coarse_model = self._coarse_model() if coarse is None else None
@@ -258,12 +262,14 @@ class IdgbrDock(QDockWidget):
         args: dict[str, Any] = {
             "image": str(source.path) if source else layer_path(image),
             "coarse": layer_path(coarse) if coarse else None,
-            "model": str(card.path or card.name), "out_dir": str(out_dir), "coarse_model": coarse_model,
+            "model": AUTO_MODEL if self.model_combo.currentText() == AUTO_MODEL else str(card.path or card.name),
+            "kind": self._kind(), "out_dir": str(out_dir), "coarse_model": coarse_model,
             "class_field": (self.field_combo.currentField() or None) if isinstance(coarse, QgsVectorLayer) else None,
             "aoi": aoi, "tile_size": self.tile_size.value() or None,
             "overlap": None if self.overlap.value() < 0 else self.overlap.value(),
             "batch_size": self.batch_size.value(), "device": self.device_combo.currentText(),
-            "simplify": self.simplify.value(), "min_area_m2": self.min_area.value(),
+            "simplify": self.simplify.value(),
+            "min_area_m2": None if self.min_area.value() < 0 else self.min_area.value(),
             "regularize_classes": None if self.regularize.isChecked() else (),
             "refiner_options": self._refiner_options(card)}
         return image.name(), args, source
@@ -288,6 +294,26 @@ class IdgbrDock(QDockWidget):
         settings = canvas.mapSettings()
         to_image = QgsCoordinateTransform(settings.destinationCrs(), image.crs(), QgsProject.instance())
         return to_image.transformBoundingBox(canvas.extent()).width() / max(settings.outputSize().width(), 1)
+
+    def _kind(self) -> str | None:
+        """The kind of coarse layer the chosen preset is for (None: the engine guesses it)."""
+        preset = next((p for p in PRESETS if p.name == self.preset_combo.currentText()), None)
+        return preset.kind if preset else None
+
+    def _card(self) -> Any:
+        """The chosen refiner's card; for "auto", the one the engine will pick for this layer."""
+        name = self.model_combo.currentText()
+        if name != AUTO_MODEL:
+            return self.cards.get(name)
+        from idgbr import InputError
+        from idgbr.models.defaults import default_model, layer_kind
+
+        coarse = self.coarse_combo.currentLayer()
+        try:
+            return default_model(self._kind() or layer_kind(layer_path(coarse) if coarse else None),
+                                 list(self.cards.values()))[0]
+        except (InputError, SourceError):
+            return None
 
     def _coarse_model(self) -> str | None:
         """The coarse model picked in the coarse layer list ("none: run …"), as a path."""

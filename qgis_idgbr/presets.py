@@ -1,8 +1,8 @@
-"""One-click presets: a refiner model and vectorization settings for a common job.
+"""One-click presets: a kind of coarse layer and vectorization settings for a common job.
 
-A preset prefers a refiner whose card mentions its subject (a buildings model for "Buildings
-cleanup"); without one it falls back on a class-agnostic refiner, which refines any classes.
-Coarse segmentors are never offered as refiners.
+The refiner a preset picks is the engine's default for its kind (`idgbr.models.defaults`: the
+installed model whose card claims that kind), the same one the command line and Processing run
+with `--model auto`. Coarse segmentors are never offered as refiners.
 """
 from __future__ import annotations
 
@@ -10,21 +10,20 @@ from dataclasses import dataclass
 from typing import Any
 
 COARSE_TASK = "coarse-segmentation"
-CLASS_AGNOSTIC_ORDER = ("guided", "crf", "morph", "identity")
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    keywords: tuple[str, ...]
+    kind: str  # a kind of idgbr.models.defaults.KIND_WORDS
     simplify_px: float
     min_area_m2: float
     regularize: bool
 
 
 PRESETS = (
-    Preset("Buildings cleanup", ("building",), simplify_px=1.0, min_area_m2=5.0, regularize=True),
-    Preset("Farmland cleanup", ("farm", "field", "parcel"), simplify_px=2.0, min_area_m2=200.0, regularize=False),
+    Preset("Buildings cleanup", "buildings", simplify_px=1.0, min_area_m2=5.0, regularize=True),
+    Preset("Farmland cleanup", "farmland", simplify_px=2.0, min_area_m2=200.0, regularize=False),
 )
 
 
@@ -34,14 +33,14 @@ def refiner_cards(cards: list[Any]) -> list[Any]:
 
 
 def preset_model(preset: Preset, cards: list[Any]) -> str | None:
-    """The model name a preset picks among `cards`, or None when none fits."""
-    cards = refiner_cards(cards)
-    for card in cards:
-        text = f"{card.name} {card.task} {card.description}".lower()
-        if card.classes is not None and any(k in text for k in preset.keywords):
-            return card.name
-    names = {c.name for c in cards if c.classes is None}
-    return next((n for n in CLASS_AGNOSTIC_ORDER if n in names), None)
+    """The model name a preset picks among `cards`, or None when no refiner is installed."""
+    from idgbr import InputError
+    from idgbr.models.defaults import default_model
+
+    try:
+        return default_model(preset.kind, refiner_cards(cards))[0].name
+    except InputError:
+        return None
 
 
 def coarse_choices(card: Any, coarse_cards: dict[str, Any]) -> list[str]:

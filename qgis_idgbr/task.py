@@ -105,7 +105,9 @@ class RefineTask(QgsTask):
                         Qgis.Critical)
             return
         areas = ", ".join(f"{name} {area:,.0f} m²" for name, area in self.result.class_areas_m2.items())
-        self.notify(f"'{self.image_name}' refined on {self.result.device} in "
+        for line in self.result.summary:  # the model, why it ran, its settings, the area refined
+            log_only(line, Qgis.Info)
+        self.notify(f"'{self.image_name}' refined with {self.result.model} on {self.result.device} in "
                     f"{self.result.timings_s.get('total', 0):.1f} s ({areas or 'no polygons'}); "
                     f"outputs in {self.result.out_dir}", Qgis.Success)
 

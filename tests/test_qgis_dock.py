@@ -67,11 +67,31 @@ def test_dock_lists_the_project_layers_and_builds_a_request(dock, project, mosai
 def test_presets_pick_a_model_and_vectorization_settings(dock):
     dock.regularize.setChecked(False)
     dock.apply_preset("Buildings cleanup")
-    card = dock.cards[dock.model_combo.currentText()]  # a buildings refiner when one is installed
-    assert ("building" in f"{card.name} {card.description}".lower() or card.name == "guided")
+    from idgbr.models.defaults import default_model
+
+    # The engine's default for building layers, as `idgbr refine --model auto` picks it.
+    assert dock.model_combo.currentText() == default_model("buildings")[0].name
     assert dock.regularize.isChecked()
     dock.apply_preset("Farmland cleanup")
     assert dock.min_area.value() == 200.0 and not dock.regularize.isChecked()
+
+
+def test_auto_model_and_model_default_min_area_reach_the_engine(dock):
+    """The dock's defaults are the command line's: `model="auto"` (the card-driven choice, shown
+    with its card) and the model card's minimum area (None)."""
+    from idgbr.models.defaults import default_model, layer_kind
+
+    from qgis_idgbr.dock import DEFAULTS
+
+    dock.model_combo.setCurrentText(DEFAULTS["model"])
+    dock.min_area.setValue(DEFAULTS["min_area"])
+    assert dock.min_area.text() == "model default"
+    _, args, _ = dock.build_request()
+    assert args["model"] == "auto" and args["min_area_m2"] is None and args["kind"] is None
+    expected = default_model(layer_kind(args["coarse"]))[0].name
+    assert dock.card_label.text().startswith(f"auto → <b>{expected}</b>")
+    dock.apply_preset("Farmland cleanup")
+    assert dock.build_request()[1]["min_area_m2"] == 200.0
 
 
 def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_iface, tmp_path):
@@ -104,7 +124,8 @@ def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_i
     assert (confidence.classificationMin(), confidence.classificationMax()) == (0.0, 1.0)
     assert isinstance(layers["changes"].renderer(), QgsSingleSymbolRenderer)
     assert layers["changes"].renderer().symbol().color().name() == "#ff00ff"
-    assert qgis_iface.messageBar().get_messages(Qgis.Success)
+    (success,) = qgis_iface.messageBar().get_messages(Qgis.Success)
+    assert "refined with identity on" in success  # the model that ran is named
 
     assert dock.export_button.isEnabled()  # the dock noticed (taskCompleted is emitted by finished)
     for suffix in (".gpkg", ".shp", ".geojson"):

@@ -66,6 +66,11 @@ def test_refine_reports_engine_errors(processing, mosaic, tmp_path):  # noqa: F8
         processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": str(gpkg), "MODEL": "nope",
                                         "OUTPUT": str(tmp_path / "x")})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+    with pytest.raises(QgsProcessingException, match="is a coarse segmentor .* --coarse-model"):
+        processing.run("idgbr:refine", {"IMAGE": str(tif), "COARSE": f"{gpkg}|layername=buildings",
+                                        "MODEL_FOLDER": str(REPO / "resources" / "models" / "coarse-buildings"),
+                                        "OUTPUT": str(tmp_path / "x")})
+    assert not (tmp_path / "x").exists()
 
 
 def test_reruns_replace_the_results_and_without_overwrite_nothing_changes(processing, mosaic, tmp_path):  # noqa: F811
@@ -93,8 +98,8 @@ def test_model_lists_the_installed_refiners_with_their_cards(processing):
     cards = list_models()
     coarse = [c for c in cards if c.refiner == "segformer"]
     assert coarse and all(c.name.startswith("coarse-") for c in coarse)
-    assert model.options() == [c.name for c in cards if c not in coarse]
-    assert model.defaultValue() == "guided" and model.usesStaticStrings()
+    assert model.options() == ["auto"] + [c.name for c in cards if c not in coarse]
+    assert model.defaultValue() == "auto" and model.usesStaticStrings()
     assert "MODEL=guided" in model.help()
     for card in cards:
         assert (f"{card.name}: {card.description}" in algorithm.shortHelpString()) == (card not in coarse)

@@ -21,6 +21,7 @@ from .errors import InputError
 from .io.coarse import CoarseStats
 from .io.grid import Grid
 from .io.image import ImageReader
+from .logs import quiet_libraries
 from .models.base import NO_COARSE
 from .models.card import ClassInfo
 from .stitch import StripAccumulator, blend_window
@@ -51,7 +52,8 @@ def run_coarse_model(
     which the coarse model must match. Returns the class counts and the model's classes."""
     from .segment import load_segmentor
 
-    segmentor = load_segmentor(model, device)
+    with quiet_libraries():
+        segmentor = load_segmentor(model, device)
     classes = list(segmentor.card.classes or [])
     if num_classes is not None and num_classes != len(classes):
         raise InputError(f"coarse model {segmentor.card.name!r} has {len(classes)} classes, the refiner "

@@ -27,5 +27,10 @@ class ResultsExist(InputError):
                 f"choose another folder or {how_to_overwrite}")
 
 
+class OutputError(IdgbrError):
+    """Writing the results failed (disk full, folder removed, …): the message says where and
+    why; nothing half-written is left behind."""
+
+
 class Cancelled(IdgbrError):
     """The caller asked to stop; nothing was written."""

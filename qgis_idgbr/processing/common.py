@@ -22,8 +22,8 @@ def bridge(feedback: QgsProcessingFeedback) -> tuple[Callable[[float, str], None
 
 
 def engine_errors(run: Callable[[], dict]) -> dict:
-    """Run the engine; unreadable layers, its input errors and cancels become QgsProcessingException (what
-    Processing shows the user) instead of tracebacks."""
+    """Run the engine; unreadable layers, its named errors (bad input, failed writes) and cancels become
+    QgsProcessingException (what Processing shows the user as "ERROR: …") instead of tracebacks."""
     import idgbr
     from idgbr.errors import ResultsExist
 
@@ -33,5 +33,5 @@ def engine_errors(run: Callable[[], dict]) -> dict:
         raise QgsProcessingException("cancelled; nothing was written") from exc
     except ResultsExist as exc:  # the engine's text names the CLI's --overwrite
         raise QgsProcessingException(exc.message("turn on 'Overwrite existing results' (OVERWRITE=true)")) from exc
-    except (idgbr.InputError, SourceError) as exc:
+    except (idgbr.IdgbrError, SourceError) as exc:
         raise QgsProcessingException(str(exc)) from exc

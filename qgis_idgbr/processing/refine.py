@@ -22,8 +22,10 @@ from ..sources import layer_path
 from .common import bridge, engine_errors
 
 DEVICES = ("auto", "cpu", "cuda")
-# The model MODEL starts on when it is installed (else the first installed refiner): the one place to change it.
-DEFAULT_MODEL = "guided"
+# MODEL starts on "auto": the engine picks the installed default for the coarse layer's kind
+# (idgbr.models.defaults), as the command line and the dock do.
+AUTO = "auto"
+DEFAULT_MODEL = AUTO
 Int, Double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
 
 
@@ -59,11 +61,12 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                                                       parentLayerParameterName=self.COARSE, optional=True,
                                                       type=QgsProcessingParameterField.Numeric))
         cards = installed_refiners()
-        names = [card.name for card in cards]
+        names = [AUTO] + [card.name for card in cards]
         default = DEFAULT_MODEL if DEFAULT_MODEL in names else next(iter(names), None)
         model = QgsProcessingParameterEnum(self.MODEL, "Model", names, defaultValue=default, optional=not names,
                                            usesStaticStrings=True)
-        model.setHelp("An installed refiner, given by name (MODEL=guided); the algorithm's help describes each.")
+        model.setHelp("An installed refiner, given by name (MODEL=guided), or auto: the installed default for the "
+                      "coarse layer's kind; the algorithm's help describes each.")
         self.addParameter(model)
         folder = QgsProcessingParameterFile(self.MODEL_FOLDER, "Model folder (overrides Model)",
                                             behavior=QgsProcessingParameterFile.Folder, optional=True)
@@ -79,13 +82,15 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                                          minValue=0),
             QgsProcessingParameterNumber(self.SAMPLES, "Samples per tile (>1: uncertainty raster)", Int, 1,
                                          minValue=1),
-            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (0: model default)", Int, 0, minValue=0),
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (0: model default)", Int, 0, minValue=0,
+                                         maxValue=4096),
             QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (-1: model default)", Double, -1.0,
                                          minValue=-1, maxValue=0.9),
             QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size", Int, 4, minValue=1),
             QgsProcessingParameterNumber(self.SIMPLIFY, "Simplification tolerance (pixels)", Double, 1.0,
                                          minValue=0),
-            QgsProcessingParameterNumber(self.MIN_AREA, "Minimum polygon area (m²)", Double, 0.0, minValue=0),
+            QgsProcessingParameterNumber(self.MIN_AREA, "Minimum polygon area (m²; -1: the model card's)", Double,
+                                         -1.0, minValue=-1),
             QgsProcessingParameterBoolean(self.REGULARIZE, "Right angles for the model's building classes", True),
             QgsProcessingParameterNumber(self.SEED, "Random seed (-1: none)", Int, -1, minValue=-1),
         ]
@@ -131,10 +136,13 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                 overlap=None if number(self.OVERLAP) < 0 else number(self.OVERLAP),
                 batch_size=count(self.BATCH_SIZE), seed=None if count(self.SEED) < 0 else count(self.SEED),
                 device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                simplify=number(self.SIMPLIFY), min_area_m2=number(self.MIN_AREA),
+                simplify=number(self.SIMPLIFY),
+                min_area_m2=None if number(self.MIN_AREA) < 0 else number(self.MIN_AREA),
                 regularize_classes=None if self.parameterAsBool(parameters, self.REGULARIZE, context) else (),
                 overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
                 refiner_options=options or None, progress=progress, cancel=cancel)
+            for line in result.summary:
+                feedback.pushInfo(line)
             feedback.pushInfo(f"{result.tiles} tiles on {result.device}; area per class (m²): "
                               f"{result.class_areas_m2}")
             return {self.OUTPUT: str(result.out_dir), "REFINED": str(result.refined),

@@ -35,7 +35,7 @@ print(json.dumps({"timings": r.timings_s, "tiles": r.tiles, "peak_rss_mb": hwm /
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="time and peak memory of `refine` on generated rasters")
     p.add_argument("--sizes", default="2048,4096,8192,16384", help="raster sides in pixels")
-    p.add_argument("--model", default="identity")
+    p.add_argument("--model", default="identity", help="refiner to time (identity: the pipeline alone)")
     p.add_argument("--workdir", help="where to write the rasters (default: a temporary folder)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.set_defaults(func=run)

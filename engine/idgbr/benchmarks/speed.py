@@ -1,28 +1,25 @@
 """`idgbr benchmark speed`: tiles per second and peak memory of the IDGBR refiner, the authors'
 inference loop (conditions recomputed every step, the denoiser's encoder run once per branch,
 25 DDIM steps, CFG 3, fp32, one tile per batch) against our default fast path, in one run.
-Random weights: speed does not depend on them."""
+Random weights: speed does not depend on them. torch and diffusers are imported when the
+benchmark runs, so registering it keeps `idgbr --help` fast."""
 from __future__ import annotations
 
 import argparse
 import json
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-
-from ..device import resolve_device
-from ..diffusion.model import SD15_SCHEDULE, IDGBRModel, plain_config
-from ..diffusion.presets import compact
-from ..diffusion.sampling import SamplingOptions, reference_sample, sample
+if TYPE_CHECKING:
+    from ..diffusion.model import IDGBRModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("speed", help="IDGBR sampling speed: the authors' loop vs our fast path")
-    p.add_argument("--preset", choices=("compact", "sd15"), default="compact")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--preset", choices=("compact", "sd15"), default="compact",
+                   help="network size: the compact preset or Stable Diffusion 1.5's (compact)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
     p.add_argument("--tile-size", type=int, help="default: 256 (compact), 512 (sd15)")
     p.add_argument("--tiles", type=int, default=4, help="tiles timed per variant")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch on the fast path")
@@ -34,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def random_sd15(num_classes: int = 2) -> IDGBRModel:
     """Stable Diffusion v1.5's architecture with random weights (no download needed)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from ..diffusion.model import SD15_SCHEDULE, IDGBRModel, plain_config
+
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
                         layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
@@ -45,6 +46,8 @@ def random_sd15(num_classes: int = 2) -> IDGBRModel:
 
 def _time(fn: Any, device: str) -> tuple[float, float]:
     """Seconds and peak memory (MiB: CUDA allocator peak, or process RSS peak on CPU)."""
+    import torch
+
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -57,6 +60,12 @@ def _time(fn: Any, device: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..device import resolve_device
+    from ..diffusion.presets import compact
+    from ..diffusion.sampling import SamplingOptions, reference_sample, sample
+
     device = resolve_device(args.device)
     size = args.tile_size or (256 if args.preset == "compact" else 512)
     model = (compact(2) if args.preset == "compact" else random_sd15()).to(device).eval()

@@ -42,7 +42,7 @@ def compact_vae_config() -> dict[str, Any]:
 def compact(num_classes: int, vae: str | Path | None = None, label_embed: str | Path | None = None,
             **overrides: Any) -> IDGBRModel:
     """The compact preset; `vae` and `label_embed` are folders of separately trained parts."""
-    vae_model = AutoencoderKL.from_pretrained(vae) if vae else None
+    vae_model = AutoencoderKL.from_pretrained(vae, use_safetensors=True) if vae else None
     kwargs: dict[str, Any] = dict(
         unet_config=compact_unet_config(), vae_config=plain_config(vae_model.config) if vae_model else compact_vae_config(),
         num_classes=num_classes, guidance_kv_size=16, noise_schedule=dict(SD15_SCHEDULE))
@@ -79,7 +79,7 @@ def empty_prompt_embedding(folder: Path) -> torch.Tensor | None:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
+    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).eval()
     ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
     return encoder(ids).last_hidden_state.float()
@@ -91,8 +91,8 @@ def sd15(num_classes: int, path: str | Path | None = None, label_embed: str | Pa
     copy of the pretrained UNet encoder; the null context is CLIP's empty prompt when the folder
     has a text encoder, else learned."""
     folder = find_sd15(path)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True)
     null = empty_prompt_embedding(folder)
     kwargs: dict[str, Any] = dict(
         unet_config=plain_config(unet.config), vae_config=plain_config(vae.config), num_classes=num_classes,
@@ -114,7 +114,7 @@ def _load_label_embed(model: IDGBRModel, folder: str | Path | None) -> None:
         return
     from .label_embed import LabelEmbedding
 
-    trained = LabelEmbedding.from_pretrained(folder)
+    trained = LabelEmbedding.from_pretrained(folder, use_safetensors=True)
     if trained.config.num_classes != model.config.num_classes:
         raise InputError(f"label embedding {folder} has {trained.config.num_classes} classes, "
                          f"the model {model.config.num_classes}")

@@ -191,7 +191,7 @@ def train_vae(cfg: DiffusionConfig, resume: bool = False, report: Report = print
     run = Run(cfg, "vae", report)
     sampler, _ = _sampler(cfg)
     t = cfg.train
-    embed = LabelEmbedding.from_pretrained(cfg.model.label_embed).to(run.device).eval().requires_grad_(False)
+    embed = LabelEmbedding.from_pretrained(cfg.model.label_embed, use_safetensors=True).to(run.device).eval().requires_grad_(False)
     torch.manual_seed(t.seed)
     vae = AutoencoderKL.from_config(compact_vae_config()).to(run.device)
     opt = torch.optim.AdamW(vae.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -265,7 +265,7 @@ def build_refiner_model(cfg: DiffusionConfig, num_classes: int) -> Any:
     elif m.preset == "sd15":
         extra["path"] = m.sd15
     if m.label_embed:  # a trained embedding fixes the decoder width
-        extra["label_hidden"] = LabelEmbedding.from_pretrained(m.label_embed).config.hidden
+        extra["label_hidden"] = LabelEmbedding.from_pretrained(m.label_embed, use_safetensors=True).config.hidden
     return build(m.preset, num_classes, **extra)
 
 

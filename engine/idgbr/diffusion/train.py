@@ -120,7 +120,7 @@ class DinoTeacher(nn.Module):
         super().__init__()
         from transformers import Dinov2Model
 
-        self.model = Dinov2Model.from_pretrained(str(folder)).eval().requires_grad_(False)
+        self.model = Dinov2Model.from_pretrained(str(folder), use_safetensors=True).eval().requires_grad_(False)
         self.patch = int(self.model.config.patch_size)
         self.size = size - size % self.patch
         self.dim = int(self.model.config.hidden_size)

@@ -11,25 +11,31 @@ NO_COARSE: "no coarse data", which the pipeline leaves NoData in every output.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyogrio
 import rasterio
 import shapely
-from rasterio.enums import Resampling
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.features import geometry_mask, rasterize
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window, bounds as window_bounds
 
 from ..errors import InputError
 from ..models.base import NO_COARSE
 from .grid import Grid, boxes_intersect
+from .image import reading
 from .layers import read_vector, split_source
 
 STRIP_ROWS = 1024
+MASK_PIXELS = 1024  # longest side of the decimated mask read that finds a raster's data extent
 
 
 @dataclass
@@ -44,6 +50,63 @@ class CoarseStats:
         return int(present.max()) if present.size else -1
 
 
+def coarse_bounds(source: str | Path, crs: CRS) -> tuple[float, float, float, float] | None:
+    """Where the coarse layer has data, as a box in `crs`: a vector layer's extent, or a raster's
+    valid-data extent (from a decimated read of its mask: any valid pixel in a block counts).
+    None when that cannot be told cheaply; staging then says what is wrong with the layer."""
+    path, layer = split_source(source)
+    if not path.exists():
+        return None
+    ds = _open_as_raster(source)
+    if ds is not None:
+        with ds:
+            if ds.crs is None:
+                return None
+            box, src_crs = _data_bounds(ds), ds.crs
+    else:
+        try:
+            if layer is None and len(pyogrio.list_layers(path)) > 1:
+                return None  # staging asks which layer
+            info = pyogrio.read_info(path, layer=layer, force_total_bounds=True)
+        except (RuntimeError, OSError, ValueError):
+            return None
+        if info.get("crs") is None or info.get("total_bounds") is None or not info.get("features"):
+            return None
+        box, src_crs = tuple(info["total_bounds"]), CRS.from_user_input(info["crs"])
+    if box is None or not all(np.isfinite(box)):
+        return None
+    try:
+        return tuple(transform_bounds(src_crs, crs, *box, densify_pts=21))
+    except Exception:  # noqa: BLE001 — PROJ raises several types; staging reports the real problem
+        return None
+
+
+def _open_as_raster(source: str | Path) -> rasterio.DatasetReader | None:
+    """The coarse layer opened as a raster, or None when it is a vector layer (or unreadable)."""
+    if "|" in str(source):
+        return None
+    try:
+        return rasterio.open(split_source(source)[0])
+    except RasterioIOError:
+        return None
+
+
+def _data_bounds(ds: rasterio.DatasetReader) -> tuple[float, float, float, float] | None:
+    if ds.mask_flag_enums[0] == [MaskFlags.all_valid]:
+        return tuple(ds.bounds)
+    step = max(1, math.ceil(max(ds.width, ds.height) / MASK_PIXELS))
+    shape = (math.ceil(ds.height / step), math.ceil(ds.width / step))
+    with reading("coarse raster", ds.name):
+        mask = ds.read_masks(1, out_shape=shape, resampling=Resampling.average) > 0
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return None
+    # One decimated block of margin on each side: the average may blur an edge by that much.
+    c0, c1 = max(0, (cols[0] - 1) * step), min(ds.width, (cols[-1] + 2) * step)
+    r0, r1 = max(0, (rows[0] - 1) * step), min(ds.height, (rows[-1] + 2) * step)
+    return window_bounds(Window(c0, r0, c1 - c0, r1 - r0), ds.transform)
+
+
 def stage_coarse(
     source: str | Path,
     grid: Grid,
@@ -53,22 +116,22 @@ def stage_coarse(
     class_value: int = 1,
     num_classes: int | None = None,
     aoi: shapely.Geometry | None = None,
+    image_valid: Callable[[int, int], np.ndarray] | None = None,
     cancel: Callable[[], None] = lambda: None,
 ) -> CoarseStats:
-    """Write the coarse layer on `grid` to `out_path`; check its class ids against the model."""
+    """Write the coarse layer on `grid` to `out_path`; check its class ids against the model.
+    `image_valid(row, height)`: where the image has data in those rows of the grid; elsewhere
+    coarse.tif is NoData too, like every output."""
     path, _ = split_source(source)
     if not path.exists():
         raise InputError(f"coarse layer {path} does not exist")
-    try:
-        ds = rasterio.open(path) if "|" not in str(source) else None
-    except RasterioIOError:
-        ds = None
+    ds = _open_as_raster(source)
     if ds is not None:
         with ds:
             strips = _raster_strips(ds, grid, str(source))
-            return _write(strips, grid, out_path, num_classes, aoi, cancel, f"coarse raster {path}")
+            return _write(strips, grid, out_path, num_classes, aoi, image_valid, cancel, f"coarse raster {path}")
     strips = _vector_strips(source, grid, class_field, class_value)
-    return _write(strips, grid, out_path, num_classes, aoi, cancel,
+    return _write(strips, grid, out_path, num_classes, aoi, image_valid, cancel,
                   f"field {class_field!r} of {path}" if class_field else f"class value of {path}")
 
 
@@ -82,8 +145,9 @@ def _raster_strips(ds: rasterio.DatasetReader, grid: Grid, name: str):
     with WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                    resampling=Resampling.nearest, nodata=-1, dtype="int32") as vrt:
         for row, strip in grid.strips(STRIP_ROWS):
-            data = vrt.read(1, window=((row, row + strip.height), (0, grid.width)))
-            valid = vrt.read_masks(1, window=((row, row + strip.height), (0, grid.width))) > 0
+            with reading("coarse raster", name):
+                data = vrt.read(1, window=((row, row + strip.height), (0, grid.width)))
+                valid = vrt.read_masks(1, window=((row, row + strip.height), (0, grid.width))) > 0
             yield row, strip, data, valid
 
 
@@ -135,7 +199,8 @@ def _vector_strips(source: str | Path, grid: Grid, class_field: str | None, clas
         yield row, strip, data, valid
 
 
-def _write(strips, grid: Grid, out_path: Path, num_classes: int | None, aoi, cancel, name: str) -> CoarseStats:
+def _write(strips, grid: Grid, out_path: Path, num_classes: int | None, aoi, image_valid, cancel,
+           name: str) -> CoarseStats:
     stats = CoarseStats()
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
                    crs=grid.crs, transform=grid.transform, nodata=NO_COARSE, tiled=True,
@@ -145,6 +210,8 @@ def _write(strips, grid: Grid, out_path: Path, num_classes: int | None, aoi, can
             cancel()
             if aoi is not None:
                 valid &= ~geometry_mask([aoi], out_shape=data.shape, transform=strip.transform)
+            if image_valid is not None:
+                valid &= image_valid(row, strip.height)
             known = data[valid]
             if known.size:
                 lo, hi = int(known.min()), int(known.max())

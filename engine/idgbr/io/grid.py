@@ -38,6 +38,18 @@ class Grid:
         return [(r, self.strip(r, rows)) for r in range(0, self.height, rows)]
 
 
+def pixel_ground_area(grid: Grid) -> float:
+    """Ground area in m² of the grid's centre pixel (geodesic, so right in any CRS)."""
+    from pyproj import Geod, Transformer
+
+    to_lonlat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    col, row = grid.width // 2, grid.height // 2
+    corners = [grid.transform * (col + dc, row + dr) for dc, dr in ((0, 0), (1, 0), (1, 1), (0, 1))]
+    lon, lat = to_lonlat.transform(*zip(*corners))
+    area, _ = Geod(ellps="WGS84").polygon_area_perimeter(lon, lat)
+    return abs(area)
+
+
 def boxes_intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return bool(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
 

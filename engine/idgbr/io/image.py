@@ -10,17 +10,33 @@ An image with fewer than three selected bands is repeated to three (panchromatic
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from ..errors import InputError
 
 STATS_PIXELS = 1024
+
+
+@contextmanager
+def reading(what: str, path: str | Path) -> Iterator[None]:
+    """GDAL failing to read a user's raster (a truncated download, a corrupt tile) becomes an
+    InputError naming the file: the file opened, so only its pixels can be at fault."""
+    try:
+        yield
+    except (RasterioError, CPLE_BaseError) as e:
+        cause = e.__cause__ or e  # rasterio's "Read failed" wraps GDAL's own message
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise InputError(f"{what} {path} is damaged or truncated: GDAL cannot read its pixels ({detail}); "
+                         "re-export or download it again") from e
 
 
 def open_raster(path: str | Path, what: str = "image") -> rasterio.DatasetReader:
@@ -70,8 +86,9 @@ class ImageReader:
         h = min(size, self.ds.height - int(window.row_off))
         w = min(size, self.ds.width - int(window.col_off))
         win = Window(window.col_off, window.row_off, w, h)
-        data = self.ds.read(self.bands, window=win).astype(np.float32)
-        masks = self.ds.read_masks(self.bands, window=win)
+        with reading("image", self.ds.name):
+            data = self.ds.read(self.bands, window=win).astype(np.float32)
+            masks = self.ds.read_masks(self.bands, window=win)
         img = np.zeros((3, size, size), np.float32)
         scaled = np.clip((data - self.lo[:, None, None]) / (self.hi - self.lo)[:, None, None], 0.0, 1.0)
         img[:, :h, :w] = scaled[np.arange(3) % len(self.bands)]
@@ -80,6 +97,12 @@ class ImageReader:
         img[:, ~valid] = 0.0
         return img, valid
 
+    def valid_rows(self, origin: Window, row: int, height: int) -> np.ndarray:
+        """Where the image has data in rows [row, row + height) of window `origin`, (height, width)."""
+        win = Window(origin.col_off, origin.row_off + row, origin.width, height)
+        with reading("image", self.ds.name):
+            return self.ds.read_masks(self.bands, window=win).any(axis=0)
+
     def close(self) -> None:
         self.ds.close()
 
@@ -87,7 +110,8 @@ class ImageReader:
 def _percentile_stretch(ds: rasterio.DatasetReader, bands: tuple[int, ...], window: Window) -> tuple[np.ndarray, np.ndarray]:
     scale = max(window.width, window.height) / STATS_PIXELS
     shape = (max(1, int(window.height / max(scale, 1))), max(1, int(window.width / max(scale, 1))))
-    data = ds.read(bands, window=window, out_shape=(len(bands),) + shape, masked=True).astype(np.float64)
+    with reading("image", ds.name):
+        data = ds.read(bands, window=window, out_shape=(len(bands),) + shape, masked=True).astype(np.float64)
     lo, hi = np.zeros(len(bands)), np.ones(len(bands))
     for i, band in enumerate(data):
         vals = band.compressed()

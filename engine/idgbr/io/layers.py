@@ -32,10 +32,16 @@ def read_vector(source: str | Path, what: str) -> gpd.GeoDataFrame:
         raise InputError(f"{what} {path} is neither a raster nor a vector layer GDAL can read ({e})") from e
     if len(layers) == 0:
         raise InputError(f"{what} {path} holds no vector layer")
+    names = [str(n) for n in layers[:, 0]]
     if layer is None and len(layers) > 1:
-        names = ", ".join(str(n) for n in layers[:, 0])
-        raise InputError(f"{what} {path} holds several layers ({names}): name one as {path}|layername=NAME")
-    df = gpd.read_file(path, layer=layer, engine="pyogrio")
+        raise InputError(f"{what} {path} holds several layers ({', '.join(names)}): "
+                         f"name one as {path}|layername=NAME")
+    if layer is not None and layer not in names:
+        raise InputError(f"{what} {path} has no layer {layer!r} (its layers: {', '.join(names)})")
+    try:
+        df = gpd.read_file(path, layer=layer, engine="pyogrio")
+    except (RuntimeError, OSError, ValueError) as e:  # pyogrio's errors are RuntimeErrors
+        raise InputError(f"{what} {path} is damaged or unreadable: {str(e).strip() or type(e).__name__}") from e
     if df.crs is None:
         raise InputError(f"{what} {path} has no coordinate reference system")
     return df

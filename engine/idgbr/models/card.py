@@ -10,6 +10,8 @@ from typing import Any
 from ..errors import InputError
 
 CARD_FILE = "model_card.json"
+COARSE_TASK = "coarse-segmentation"
+"""The card task of coarse segmentors: they make a coarse map from the image, they refine nothing."""
 
 # Colours for class-agnostic refiners (identity, classical baselines): background transparent-ish
 # grey, then a qualitative palette an analyst can tell apart on an orthophoto.
@@ -56,9 +58,18 @@ class ModelCard:
     overlap: float = 0.25
     normalization: dict[str, Any] = field(default_factory=lambda: {"mean": [0.5] * 3, "std": [0.5] * 3})
     coarse_model: str | None = None
+    # Coarse-layer kinds ("buildings", "farmland", "landcover", "roads", or "any") this model is
+    # the default refiner for, when the user names no model (see models/defaults.py).
+    default_for: list[str] = field(default_factory=list)
+    # Minimum mapping unit of the polygons: one value in m², or one per class name.
+    min_area_m2: float | dict[str, float] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None  # folder the card was read from; not serialised
+
+    @property
+    def is_coarse_segmentor(self) -> bool:
+        return self.task == COARSE_TASK
 
     @property
     def num_classes(self) -> int | None:

@@ -15,6 +15,7 @@ from ..errors import InputError
 from .base import TileBatch
 from .card import ModelCard
 from .registry import register_refiner
+from .weights import check_weights
 
 
 @register_refiner("idgbr")
@@ -41,7 +42,8 @@ class IDGBRRefiner:
         self.card = card
         self.num_classes = card.num_classes
         self.device = resolve_device(device)
-        self.model = IDGBRModel.from_pretrained(folder).to(self.device).eval()
+        check_weights(folder, "model")
+        self.model = IDGBRModel.from_pretrained(folder, use_safetensors=True).to(self.device).eval()
         if self.model.config.num_classes != card.num_classes:
             raise InputError(f"model {card.name!r}: card has {card.num_classes} classes, weights "
                              f"{self.model.config.num_classes}")

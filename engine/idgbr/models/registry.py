@@ -89,6 +89,11 @@ def load_refiner(name_or_dir: str | os.PathLike, device: str = "auto", **options
     """Load the refiner of a model folder. `options` are refiner-specific (sampling steps…)."""
     folder = resolve_model_dir(name_or_dir)
     card = ModelCard.load(folder)
+    if card.is_coarse_segmentor:
+        refiners = ", ".join(c.name for c in list_models() if not c.is_coarse_segmentor) or "none"
+        raise InputError(f"model {card.name!r} is a coarse segmentor (it makes a coarse map from the image "
+                         "alone), not a refiner: pass it as --coarse-model (without --coarse), and a refiner "
+                         f"as --model (installed refiners: {refiners})")
     _import_builtins()
     factory = _FACTORIES.get(card.refiner)
     if factory is None:

@@ -94,7 +94,8 @@ def build_network(arch: str, num_classes: int, variant: str = "b0", pretrained: 
             raise InputError("the dinov2-linear coarse model needs a local pretrained DINOv2 (model.pretrained)")
         from transformers import Dinov2Model
 
-        return Dinov2LinearNet(Dinov2Model.from_pretrained(pretrained, local_files_only=True), num_classes)
+        return Dinov2LinearNet(Dinov2Model.from_pretrained(pretrained, local_files_only=True, use_safetensors=True),
+                               num_classes)
     raise InputError(f"unknown coarse model architecture {arch!r} (known: {', '.join(KINDS)})")
 
 
@@ -106,7 +107,7 @@ def _segformer(num_classes: int, variant: str, pretrained: str | None, overrides
     if pretrained is not None:
         try:
             return SegformerForSemanticSegmentation.from_pretrained(
-                pretrained, local_files_only=True, ignore_mismatched_sizes=True, **labels)
+                pretrained, local_files_only=True, use_safetensors=True, ignore_mismatched_sizes=True, **labels)
         except OSError as e:
             raise InputError(f"pretrained SegFormer {pretrained!r} is not a local folder or cached hub id ({e})") from e
     if variant not in MIT_VARIANTS and not overrides:
@@ -120,7 +121,8 @@ def load_network(folder: Path, kind: str, num_classes: int) -> nn.Module:
     if kind == SEGFORMER_KIND:
         from transformers import SegformerForSemanticSegmentation
 
-        net: nn.Module = SegformerNet(SegformerForSemanticSegmentation.from_pretrained(folder, local_files_only=True))
+        net: nn.Module = SegformerNet(SegformerForSemanticSegmentation.from_pretrained(
+            folder, local_files_only=True, use_safetensors=True))
     elif kind == DINOV2_KIND:
         from safetensors.torch import load_file
         from transformers import Dinov2Config, Dinov2Model

@@ -11,11 +11,12 @@ from torch import nn
 
 from ..device import resolve_device
 from ..errors import InputError
-from ..models.card import ModelCard
-from ..models.registry import resolve_model_dir
+from ..models.card import COARSE_TASK, ModelCard
+from ..models.registry import list_models, resolve_model_dir
+from ..models.weights import check_weights
 from .model import KINDS, load_network
 
-COARSE_TASK = "coarse-segmentation"
+__all__ = ["COARSE_TASK", "Segmentor", "load_segmentor"]
 
 
 class Segmentor:
@@ -58,7 +59,9 @@ def load_segmentor(name_or_dir: str | os.PathLike, device: str = "auto") -> Segm
     folder = resolve_model_dir(name_or_dir)
     card = ModelCard.load(folder)
     if card.refiner not in KINDS:
-        raise InputError(f"model {card.name!r} is a {card.refiner!r} model, not a coarse segmentor "
-                         f"({', '.join(KINDS)})")
+        coarse = ", ".join(c.name for c in list_models() if c.is_coarse_segmentor) or "none"
+        raise InputError(f"model {card.name!r} is a {card.refiner!r} refiner, not a coarse segmentor: pass it as "
+                         f"--model, and a coarse segmentor as --coarse-model (installed: {coarse})")
+    check_weights(folder, "coarse model")
     device = resolve_device(device)
     return Segmentor(load_network(Path(folder), card.refiner, len(card.classes or [])), card, device)

@@ -26,12 +26,13 @@ def register_synth_commands(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the model card's")
     p.add_argument("--steps", type=int, help="sampling steps (default: the card's, or 1000 for ddpm)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler (0)")
+    p.add_argument("--batch-size", type=int, default=8, help="pairs generated at once (8)")
     p.add_argument("--start-index", type=int, default=0, help="number of the first file (synth_NNNNN.png)")
     p.add_argument("--no-sr", action="store_true", help="stop at the base stage (half resolution)")
     p.add_argument("--overwrite", action="store_true", help="replace what OUT holds")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the generator runs (auto)")
     p.set_defaults(func=run_sample)
 
 
