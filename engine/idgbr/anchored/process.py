@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,6 +78,23 @@ def sample(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, s
     mean = probs.mean(0)
     unc = None if samples == 1 else 0.5 * (probs - mean).abs().sum(2).mean(0)
     return SampleOutput(mean, unc)
+
+
+def refine_arrays(net: AnchoredRefinerNet, image: np.ndarray, coarse: np.ndarray, steps: int | None = None,
+                  samples: int = 1, seed: int = 0, bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """`sample` on numpy tiles of any size (image (B, 3, H, W) float in [0, 1], coarse (B, H, W)
+    class ids): replicate-padded to the network's multiple, cropped back; (probs, uncertainty)."""
+    h, w = coarse.shape[1:]
+    m = net.multiple
+    pad = (0, -w % m, 0, -h % m)
+    device = next(net.parameters()).device
+    img = F.pad(torch.from_numpy(np.ascontiguousarray(image, np.float32)), pad, mode="replicate")
+    c = F.pad(torch.from_numpy(coarse.astype(np.float32))[:, None], pad, mode="replicate")[:, 0].long()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = sample(net, img.to(device), c.to(device), steps, samples, torch.Generator().manual_seed(seed))
+    probs = out.probs[..., :h, :w].float().cpu().numpy()
+    unc = None if out.uncertainty is None else out.uncertainty[..., :h, :w].float().cpu().numpy()
+    return probs, unc
 
 
 def training_loss(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, label: torch.Tensor,

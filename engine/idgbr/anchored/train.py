@@ -34,7 +34,7 @@ from ..config_file import build_section, read_mapping
 from ..errors import InputError
 from .data import CoarseSource, CropSampler
 from .net import AnchoredRefinerNet
-from .process import sample, training_loss
+from .process import refine_arrays, training_loss
 
 STATE_FILE = "training_state.pt"
 Report = Callable[[str], None]
@@ -230,26 +230,19 @@ def val_tiles(cfg: AnchoredConfig) -> list[Any]:
     return load_tiles(ds, cfg.data.val_recipe or cfg.data.recipes[0], 0, cfg.data.val_tiles, progress=False)
 
 
-def refine_tiles(net: AnchoredRefinerNet, tiles: list[Any], steps: int, samples: int = 1,
-                 batch_size: int = 4) -> list[np.ndarray]:
-    """Argmax maps of whole tiles (padded by replication to the network's multiple)."""
-    import torch.nn.functional as F
-
-    out = []
-    for i in range(0, len(tiles), batch_size):
-        group = tiles[i:i + batch_size]
-        shapes = {t.gt.shape for t in group}
-        for shape in shapes:
-            sub = [t for t in group if t.gt.shape == shape]
-            h, w = shape
-            m = net.multiple
-            pad = (0, -w % m, 0, -h % m)
-            image = torch.from_numpy(np.stack([t.image for t in sub]).transpose(0, 3, 1, 2).astype(np.float32) / 255)
-            coarse = torch.from_numpy(np.stack([t.coarse for t in sub]).astype(np.int64))
-            image = F.pad(image, pad, mode="replicate")
-            coarse = F.pad(coarse[:, None].float(), pad, mode="replicate")[:, 0].long()
-            probs = sample(net, image, coarse, steps, samples, torch.Generator().manual_seed(0)).probs
-            out.extend(probs[..., :h, :w].argmax(1).numpy().astype(np.uint8))
+def refine_tiles(net: AnchoredRefinerNet, tiles: list[Any], steps: int, batch_size: int = 4) -> list[np.ndarray]:
+    """Argmax maps of whole tiles, in order; a batch holds tiles of one size."""
+    out: list[np.ndarray] = [np.empty(0)] * len(tiles)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, t in enumerate(tiles):
+        by_shape.setdefault(t.gt.shape, []).append(i)
+    for index in by_shape.values():
+        for j in range(0, len(index), batch_size):
+            part = index[j:j + batch_size]
+            image = np.stack([tiles[i].image for i in part]).transpose(0, 3, 1, 2).astype(np.float32) / 255
+            probs, _ = refine_arrays(net, image, np.stack([tiles[i].coarse for i in part]), steps)
+            for i, p in zip(part, probs.argmax(1).astype(np.uint8)):
+                out[i] = p
     return out
 
 

@@ -83,10 +83,7 @@ class AnchoredRefiner:
         return probs
 
     def _run(self, batch: TileBatch) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-        import torch.nn.functional as F
-
-        from ..anchored.process import sample
+        from ..anchored.process import refine_arrays
 
         probs = self._prior(batch.coarse)
         unc = np.zeros((len(batch),) + batch.coarse.shape[1:], np.float32)
@@ -95,20 +92,11 @@ class AnchoredRefiner:
         changes = ((c[:, 1:] != c[:, :-1]) & known[:, 1:] & known[:, :-1]).any((1, 2)) | \
                   ((c[:, :, 1:] != c[:, :, :-1]) & known[:, :, 1:] & known[:, :, :-1]).any((1, 2))
         todo = np.flatnonzero(changes)
-        if todo.size == 0:
-            return probs, unc
-        h, w = c.shape[1:]
-        m = self.net.multiple
-        pad = (0, -w % m, 0, -h % m)
-        image = F.pad(torch.from_numpy(np.ascontiguousarray(batch.image[todo], np.float32)), pad, mode="replicate")
-        coarse = torch.from_numpy(c[todo].astype(np.int64))
-        coarse = F.pad(coarse[:, None].float(), pad, mode="replicate")[:, 0].long()
-        gen = torch.Generator().manual_seed(self.seed)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            out = sample(self.net, image.to(self.device), coarse.to(self.device), self.steps, self.samples, gen)
-        probs[todo] = out.probs[..., :h, :w].float().cpu().numpy()
-        if out.uncertainty is not None:
-            unc[todo] = out.uncertainty[..., :h, :w].float().cpu().numpy()
+        if todo.size:
+            p, u = refine_arrays(self.net, batch.image[todo], c[todo], self.steps, self.samples, self.seed, self.bf16)
+            probs[todo] = p
+            if u is not None:
+                unc[todo] = u
         return probs, unc
 
 
