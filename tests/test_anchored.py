@@ -136,6 +136,11 @@ def test_tiny_train_then_refine_beats_its_coarse_input(tmp_path):
         ev.update(p.astype(np.uint8), t.gt, t.coarse)
         base.update(t.coarse, t.gt, t.coarse)
     assert ev.result()["boundary_f"]["3"] > base.result()["boundary_f"]["3"] + 0.03
+    # the gate keeps the coarse class wherever the model is less sure than the gate
+    gated = load_refiner(result.out, device="cpu", gate=0.9).predict(batch)
+    changed, changed_gated = pred != batch.coarse, gated.argmax(1) != batch.coarse
+    assert changed_gated.sum() < changed.sum() and not (changed_gated & ~changed).any()
+    assert (gated.max(1)[changed_gated] > 0.9).all()
 
 
 def _anchored_folder(tmp_path, gsd_range: list[float]):

@@ -89,6 +89,7 @@ class TrainSection:
 class SamplingSection:
     steps: int = 4
     samples: int = 1
+    gate: float = 0.5  # see idgbr.models.anchored
 
 
 @dataclass

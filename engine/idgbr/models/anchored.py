@@ -3,7 +3,8 @@
 Tiles whose coarse map has no boundary are returned as the coarse map without running the
 network (most tiles of a large orthophoto are all background or all field interior).
 Options: `steps` (diffusion steps, default the card's), `samples` (several give the
-uncertainty), `seed`, `precision` ("auto": bfloat16 on CPUs with native bf16 support — the
+uncertainty), `seed`, `gate` (a pixel leaves its coarse class only when the refined
+probability of its new class exceeds this; 0.5: no gate), `precision` ("auto": bfloat16 on CPUs with native bf16 support — the
 same argmax as float32 on the val tiles checked, 1.5× faster — else float32; "fp32")."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .base import NO_COARSE, TileBatch, one_hot
 from .card import ModelCard
 from .registry import register_refiner
 
-OPTIONS = ("steps", "samples", "seed", "precision")
+OPTIONS = ("steps", "samples", "seed", "precision", "gate")
 
 
 @register_refiner("anchored")
@@ -43,6 +44,9 @@ class AnchoredRefiner:
         self.steps = int(chosen.get("steps") or self.net.config.steps)
         self.samples = int(chosen.get("samples") or 1)
         self.seed = int(chosen.get("seed") or 0)
+        self.gate = float(chosen.get("gate") or 0.5)
+        if not 0.5 <= self.gate < 1.0:
+            raise InputError(f"model {card.name!r}: gate must be in [0.5, 1), got {self.gate}")
         precision = chosen.get("precision") or "auto"
         if precision not in ("auto", "fp32"):
             raise InputError(f"model {card.name!r}: precision must be auto or fp32, not {precision!r}")
@@ -59,7 +63,8 @@ class AnchoredRefiner:
         mode = self.net.config.mode
         return {"mode": mode, "nfe_per_tile": self.nfe_per_tile, "device": self.device,
                 "precision": "bf16" if self.bf16 else "fp32",
-                **({"steps": self.steps, "samples": self.samples, "seed": self.seed} if self.diffusion else {})}
+                **({"steps": self.steps, "samples": self.samples, "seed": self.seed} if self.diffusion else {}),
+                **({"gate": self.gate} if self.gate > 0.5 else {})}
 
     def bind_classes(self, num_classes: int) -> None:
         if num_classes > self.num_classes:
@@ -94,6 +99,10 @@ class AnchoredRefiner:
         todo = np.flatnonzero(changes)
         if todo.size:
             p, u = refine_arrays(self.net, batch.image[todo], c[todo], self.steps, self.samples, self.seed, self.bf16)
+            if self.gate > 0.5:  # changes the model is not sure of fall back to the coarse class
+                cc = c[todo]
+                doubtful = (p.argmax(1) != cc) & (p.max(1) < self.gate) & (cc != NO_COARSE)
+                p = np.where(doubtful[:, None], probs[todo], p)
             probs[todo] = p
             if u is not None:
                 unc[todo] = u
