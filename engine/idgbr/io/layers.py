@@ -22,7 +22,8 @@ def split_source(source: str | Path) -> tuple[Path, str | None]:
 
 
 def read_vector(source: str | Path, what: str) -> gpd.GeoDataFrame:
-    """Read a vector layer; refuses files without a CRS or that hold no vector layer."""
+    """Read a vector layer, its fids as the index; refuses files without a CRS or that hold no
+    vector layer."""
     path, layer = split_source(source)
     if not path.exists():
         raise InputError(f"{what} {path} does not exist")
@@ -35,7 +36,7 @@ def read_vector(source: str | Path, what: str) -> gpd.GeoDataFrame:
     if layer is None and len(layers) > 1:
         names = ", ".join(str(n) for n in layers[:, 0])
         raise InputError(f"{what} {path} holds several layers ({names}): name one as {path}|layername=NAME")
-    df = gpd.read_file(path, layer=layer, engine="pyogrio")
+    df = gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=True)
     if df.crs is None:
         raise InputError(f"{what} {path} has no coordinate reference system")
     return df
