@@ -186,13 +186,17 @@ def test_raster_instance_mode_keeps_regions_apart(tmp_path) -> None:
     assert overlap_fraction(refined.geometry.values) < 1e-6
 
 
-def test_buildings_the_layer_lacks_go_to_new_whole(buildings, tmp_path) -> None:
+def test_buildings_the_layer_lacks_go_to_new_whole(buildings, tmp_path, monkeypatch) -> None:
     """The refined map holds every building; the layer lacks three, one of them adjoining a
-    building it keeps: the three come back in `new`, and the neighbour does not grow into it."""
+    building it keeps: the three come back in `new`, and the neighbour does not grow into it.
+    Small strips and output chunks: features finished strip by strip keep their fids."""
     from idgbr.features import vectorize_features
     from idgbr.io.coarse import stage_coarse
     from idgbr.io.grid import Grid
+    from idgbr.vectorize import _LayerWriter
     from rasterio.windows import Window
+
+    monkeypatch.setattr(_LayerWriter, "FLUSH_FEATURES", 4)
 
     image, path, inputs = buildings
     everything = idgbr.refine(image, path, "identity", tmp_path / "all", class_field="class_id",
@@ -208,10 +212,11 @@ def test_buildings_the_layer_lacks_go_to_new_whole(buildings, tmp_path) -> None:
     stats = stage_coarse(partial, grid, tmp_path / "coarse.tif", class_field="class_id",
                          instances_path=tmp_path / "instances.tif")
     summary = vectorize_features(everything.refined, tmp_path / "instances.tif", stats.features,
-                                 tmp_path / "out.gpkg", skip_classes=(0,), simplify=1.0)
+                                 tmp_path / "out.gpkg", skip_classes=(0,), simplify=1.0, strip_rows=128)
     refined, removed, new = read_outputs(tmp_path / "out.gpkg")
     assert summary.new_polygons == len(new) == 3 and len(removed) == 0
     assert (refined["refine_status"] == "unchanged").all()
+    assert_attributes_kept(inputs, refined)
     found = new.to_crs(3857).geometry.values
     for fid in missing:
         truth = metric.geometry[fid]

@@ -218,8 +218,10 @@ class _FeatureWriter:
     def open(self, out_path: str | Path) -> "_FeatureWriter":
         crs = self.features.frame.crs.to_wkt()
         empty = self._frame(np.zeros(0, np.int64), np.zeros(0, object), {c: [] for c in ADDED_COLUMNS})
-        self.refined = _LayerWriter(out_path, "refined", crs, {}, "MultiPolygon", empty)
-        self.removed = _LayerWriter(out_path, "removed", crs, {}, "MultiPolygon", empty)
+        # One write per layer: pyogrio sets GeoPackage fids from a "fid" column only when it
+        # creates the layer, not when it appends. The features wait in memory (as the input does).
+        self.refined = _LayerWriter(out_path, "refined", crs, {}, "MultiPolygon", empty, math.inf)
+        self.removed = _LayerWriter(out_path, "removed", crs, {}, "MultiPolygon", empty, math.inf)
         return self
 
     def __enter__(self) -> "_FeatureWriter":

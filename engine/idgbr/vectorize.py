@@ -482,9 +482,11 @@ class _LayerWriter:
     FLUSH_FEATURES = 20_000
 
     def __init__(self, path: str | Path, layer: str, crs_wkt: str, fields: dict[str, object],
-                 geometry_type: str = "Polygon", empty: gpd.GeoDataFrame | None = None) -> None:
+                 geometry_type: str = "Polygon", empty: gpd.GeoDataFrame | None = None,
+                 flush_features: float | None = None) -> None:
         self.path, self.layer, self.crs, self.fields = str(path), layer, crs_wkt, fields
         self.geometry_type, self.empty = geometry_type, empty  # empty: the schema of an empty layer
+        self.flush_features = flush_features or self.FLUSH_FEATURES
         self.buffered: list[gpd.GeoDataFrame] = []
         self.count = 0
         self.started = False
@@ -500,12 +502,12 @@ class _LayerWriter:
 
     def write_frame(self, frame: gpd.GeoDataFrame) -> None:
         """Buffer ready-made features (write_frame's caller owns the schema; a column "fid" sets the
-        GeoPackage fid)."""
+        GeoPackage fid, but only when the whole layer is written at once: flush_features=inf)."""
         if not len(frame):
             return
         self.buffered.append(frame)
         self.count += len(frame)
-        if self.count >= self.FLUSH_FEATURES:
+        if self.count >= self.flush_features:
             self._flush()
 
     def _flush(self) -> None:
