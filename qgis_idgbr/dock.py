@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsCsException, QgsFieldProxyModel, QgsMapLayerProxyModel,
-                       QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsUnitTypes, QgsVectorFileWriter,
-                       QgsVectorLayer)
+from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsCsException, QgsFieldProxyModel,
+                       QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsUnitTypes,
+                       QgsVectorFileWriter, QgsVectorLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout,
@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinB
 from .apply import apply_to_input
 from .export import FILE_FILTER, export_polygons
 from .presets import COARSE_TASK, PRESETS, card_summary, coarse_choices, preset_model, refiner_cards
+from .results import POLYGONS_NAME
 from .sources import RasterExport, SourceError, is_web_raster, layer_path
 from .task import RefineTask, bar_and_log
 
@@ -395,12 +396,13 @@ class IdgbrDock(QDockWidget):
     def _show(self, group: Any) -> None:
         """Zoom to the result when none of it is in view."""
         canvas = self.iface.mapCanvas()
+        crs = canvas.mapSettings().destinationCrs()
         extent = QgsRectangle()
         for node in group.findLayers():
             layer = node.layer()
             if layer.extent().isEmpty():  # an empty layer (no new polygons): no extent to show
                 continue
-            to_canvas = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+            to_canvas = QgsCoordinateTransform(layer.crs(), crs, QgsProject.instance())
             try:
                 extent.combineExtentWith(to_canvas.transformBoundingBox(layer.extent()))
             except QgsCsException:  # not expressible in the canvas CRS: leave the view alone
@@ -417,8 +419,7 @@ class IdgbrDock(QDockWidget):
     def apply_to_input(self) -> int:
         """The refined features of the last run into the input layer's edit buffer (selected ones
         when some are selected); the user saves or rolls back."""
-        layers = [n.layer() for n in self.last_group.findLayers()] if self.last_group else []
-        refined = next((layer for layer in layers if layer.name() == "refined polygons"), None)
+        refined = self._refined_polygons()
         if refined is None or self.last_input is None:
             return 0
         try:
@@ -430,10 +431,13 @@ class IdgbrDock(QDockWidget):
                                                   f"'{self.last_input.name()}': review, then save or roll back")
         return changed
 
+    def _refined_polygons(self) -> QgsVectorLayer | None:
+        layers = [n.layer() for n in self.last_group.findLayers()] if self.last_group else []
+        return next((layer for layer in layers if layer.name() == POLYGONS_NAME), None)
+
     def export(self) -> None:
         """Save the last run's refined polygons as GeoPackage, Shapefile or GeoJSON."""
-        layers = [n.layer() for n in self.last_group.findLayers()] if self.last_group else []
-        polygons = next((layer for layer in layers if layer.name() == "refined polygons"), None)
+        polygons = self._refined_polygons()
         if polygons is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export refined polygons", "", FILE_FILTER)

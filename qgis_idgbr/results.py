@@ -25,6 +25,7 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
 REFINED_LAYER, CHANGES_LAYER, NEW_LAYER, REMOVED_LAYER = "refined", "changes", "new", "removed"
+POLYGONS_NAME = "refined polygons"  # the refined polygons' layer name in the group (export, apply)
 STYLES = Path(__file__).resolve().parent / "styles"  # a link to resources/styles; `make package` copies it
 OUTLINE_PX, FILL_ALPHA = 2, 51  # 20 % of 255
 
@@ -49,7 +50,7 @@ def load_results(result: Any, image_name: str, project: QgsProject | None = None
                        "coarse_outline")] if coarse_layer is not None and coarse_layer.isValid() else []
     layers: list[QgsMapLayer] = []
     if result.features is not None:
-        features = _gpkg_layer(result.vectors, REFINED_LAYER, "refined polygons")
+        features = _gpkg_layer(result.vectors, REFINED_LAYER, POLYGONS_NAME)
         if coarse_layer is not None and coarse_layer.isValid():
             _copy_style(coarse_layer, features)
         else:
@@ -60,8 +61,8 @@ def load_results(result: Any, image_name: str, project: QgsProject | None = None
         if removed.isValid() and removed.featureCount() > 0:
             layers.append(_styled(removed, "removed"))
     else:
-        layers += [*outline, _class_outlines(_gpkg_layer(result.vectors, REFINED_LAYER, "refined polygons"), classes,
-                                             present)]
+        polygons = _gpkg_layer(result.vectors, REFINED_LAYER, POLYGONS_NAME)
+        layers += [*outline, _class_outlines(polygons, classes, present)]
     layers += [_styled(_gpkg_layer(result.vectors, CHANGES_LAYER, "changes"), "changes"),
                _paletted(QgsRasterLayer(str(result.refined), "refined classes"), classes),
                _styled(QgsRasterLayer(str(result.confidence), "confidence"), "confidence")]

@@ -196,8 +196,8 @@ class _FeatureWriter:
 
     def __init__(self, features: PolygonFeatures, ground: _Ground, grid_crs: CRS, counts: _PixelCounts,
                  min_area_m2: float, reach_px: int, name: Callable[[int], str]) -> None:
-        self.features, self.ground, self.counts, self.min_area_m2, self.name = features, ground, counts, min_area_m2, name
-        self.grid_crs = grid_crs
+        self.features, self.ground, self.grid_crs, self.counts = features, ground, grid_crs, counts
+        self.min_area_m2, self.name = min_area_m2, name
         self.parts: dict[int, list[shapely.Geometry]] = {}
         self.summary = FeatureSummary()
         self.metres_per_unit = math.sqrt(ground.pixel_area_m2) / ground.pixel_size_map
