@@ -69,7 +69,7 @@ screenshot: install
 		xvfb-run -a -s "-screen 0 1600x1000x24" qgis --nologo --noversioncheck --profiles-path $(CURDIR)/.screenshot \
 		--code $(CURDIR)/resources/screenshot.py
 	rm -rf .screenshot
-	@echo "screenshot: docs/screenshot.png"
+	@echo "screenshot: docs/screenshot.png, docs/screenshot_1000.png"
 
 clean:
 	rm -rf demo_out .pytest_cache dist .screenshot

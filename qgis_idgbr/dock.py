@@ -10,16 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsFieldProxyModel, QgsMapLayerProxyModel,
-                       QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsUnitTypes, QgsVectorFileWriter,
-                       QgsVectorLayer)
+from qgis.core import (QgsApplication, QgsCoordinateTransform, QgsCsException, QgsFieldProxyModel,
+                       QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsUnitTypes,
+                       QgsVectorFileWriter, QgsVectorLayer)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFileDialog, QFormLayout,
-                                 QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                                 QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
+                                 QWidget)
 
+from .apply import apply_to_input
 from .export import FILE_FILTER, export_polygons
 from .presets import COARSE_TASK, PRESETS, card_summary, coarse_choices, preset_model, refiner_cards
+from .results import POLYGONS_NAME
 from .sources import RasterExport, SourceError, is_web_raster, layer_path
 from .task import RefineTask, bar_and_log
 
@@ -60,6 +63,7 @@ class IdgbrDock(QDockWidget):
         self.iface = iface
         self.task: RefineTask | None = None
         self.last_group = None
+        self.last_input: QgsVectorLayer | None = None  # the polygon layer the last run refined
         from idgbr.models import list_models
 
         installed = list_models()
@@ -154,16 +158,26 @@ class IdgbrDock(QDockWidget):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.export_button = QPushButton("Export polygons…")
+        self.apply_button = QPushButton("Apply to the input layer")
+        self.apply_button.setToolTip("put the refined geometries of the selected (or all) features into the input "
+                                     "layer's edit buffer; review, then save or roll back the edits")
         self.cancel_button.setEnabled(False)
         self.export_button.setEnabled(False)
+        self.apply_button.setEnabled(False)
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.export_button.clicked.connect(self.export)
+        self.apply_button.clicked.connect(self.apply_to_input)
         for button in (self.run_button, self.cancel_button, self.export_button):
             row.addWidget(button)
         self.progress = QProgressBar()
         self.progress_label = QLabel()
+        # A long error wraps instead of widening the dock (and squeezing the other panels).
+        self.progress_label.setWordWrap(True)
+        self.progress_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.progress_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         column.addLayout(row)
+        column.addWidget(self.apply_button)
         column.addWidget(self.progress)
         column.addWidget(self.progress_label)
         return column
@@ -370,7 +384,10 @@ class IdgbrDock(QDockWidget):
 
     def make_task(self, name: str, args: dict[str, Any], source: RasterExport | None = None) -> RefineTask:
         """A task wired to this dock's progress bar, buttons and export."""
-        task = RefineTask(name, args, notify=bar_and_log(self.iface), source=source)
+        coarse = self.coarse_combo.currentLayer()
+        self.last_input = coarse if isinstance(coarse, QgsVectorLayer) else None
+        task = RefineTask(name, args, notify=bar_and_log(self.iface), source=source, coarse_layer=self.last_input,
+                          class_names=self._class_names())
         task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         task.message.connect(self.progress_label.setText)
         task.ended.connect(lambda: self._ended(task))
@@ -379,35 +396,88 @@ class IdgbrDock(QDockWidget):
         self.progress.setValue(0)
         return task
 
+    def _class_names(self) -> dict[int, str] | None:
+        """Legend names from the active preset ("field", "building") when the model names no classes."""
+        card = self.cards.get(self.model_combo.currentText())
+        preset = next((p for p in PRESETS if p.name == self.preset_combo.currentText()), None)
+        if card is None or card.classes or preset is None:
+            return None
+        return {1: preset.class_name}
+
     def _ended(self, task: RefineTask) -> None:
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if task.group is not None:
             self.last_group = task.group
             self.export_button.setEnabled(True)
+            self.apply_button.setEnabled(task.result.features is not None and self.last_input is not None)
             self.progress_label.setText(f"done: {task.result.out_dir}")
+            self._show(task.group)
+        elif task.cancelled:
+            self.progress.setValue(0)
+            self.progress_label.setText("cancelled; nothing was written")
         else:
-            self.progress_label.setText(task.error or "cancelled")
+            self.progress_label.setText(f"failed: {task.error}")
+
+    def _show(self, group: Any) -> None:
+        """Zoom to the result when none of it is in view."""
+        canvas = self.iface.mapCanvas()
+        crs = canvas.mapSettings().destinationCrs()
+        extent = QgsRectangle()
+        for node in group.findLayers():
+            layer = node.layer()
+            if layer.extent().isEmpty():  # an empty layer (no new polygons): no extent to show
+                continue
+            to_canvas = QgsCoordinateTransform(layer.crs(), crs, QgsProject.instance())
+            try:
+                extent.combineExtentWith(to_canvas.transformBoundingBox(layer.extent()))
+            except QgsCsException:  # not expressible in the canvas CRS: leave the view alone
+                return
+        if not extent.isEmpty() and not canvas.extent().intersects(extent):
+            canvas.setExtent(extent.buffered(0.05 * max(extent.width(), extent.height())))
+            canvas.refresh()
 
     def cancel(self) -> None:
         if self.task is not None:
+            self.progress_label.setText("cancelling…")
             self.task.cancel()
+
+    def apply_to_input(self) -> int:
+        """The refined features of the last run into the input layer's edit buffer (selected ones
+        when some are selected); the user saves or rolls back."""
+        refined = self._refined_polygons()
+        if refined is None or self.last_input is None:
+            return 0
+        try:
+            changed = apply_to_input(refined, self.last_input)
+        except ValueError as exc:
+            self.iface.messageBar().pushWarning("IDGBR", str(exc))
+            return 0
+        self.iface.messageBar().pushInfo("IDGBR", f"{changed} refined geometries are in the edit buffer of "
+                                                  f"'{self.last_input.name()}': review, then save or roll back")
+        return changed
+
+    def _refined_polygons(self) -> QgsVectorLayer | None:
+        layers = [n.layer() for n in self.last_group.findLayers()] if self.last_group else []
+        return next((layer for layer in layers if layer.name() == POLYGONS_NAME), None)
 
     def export(self) -> None:
         """Save the last run's refined polygons as GeoPackage, Shapefile or GeoJSON."""
-        layers = [n.layer() for n in self.last_group.findLayers()] if self.last_group else []
-        polygons = next((layer for layer in layers if isinstance(layer, QgsVectorLayer)), None)
+        polygons = self._refined_polygons()
         if polygons is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Export refined polygons", "", FILE_FILTER)
         if not path:
             return
         try:
-            export_polygons(polygons, path)
+            renamed = export_polygons(polygons, path)
         except ValueError as exc:
             self.iface.messageBar().pushWarning("IDGBR", str(exc))
             return
         self.iface.messageBar().pushSuccess("IDGBR", f"refined polygons saved to {path}")
+        if renamed:
+            self.iface.messageBar().pushWarning("IDGBR", "Shapefile field names are at most 10 characters: " +
+                                                ", ".join(f"{a} → {b}" for a, b in renamed.items()))
 
 
 def _spin(box: Any, low: float, high: float, special: str, step: float = 1) -> Any:

@@ -19,11 +19,14 @@ class Preset:
     simplify_px: float
     min_area_m2: float
     regularize: bool
+    class_name: str  # what class 1 is, for the legend when the model's card names no classes
 
 
 PRESETS = (
-    Preset("Buildings cleanup", "buildings", simplify_px=1.0, min_area_m2=5.0, regularize=True),
-    Preset("Farmland cleanup", "farmland", simplify_px=2.0, min_area_m2=200.0, regularize=False),
+    Preset("Buildings cleanup", "buildings", simplify_px=1.0, min_area_m2=5.0, regularize=True,
+           class_name="building"),
+    Preset("Farmland cleanup", "farmland", simplify_px=2.0, min_area_m2=200.0, regularize=False,
+           class_name="field"),
 )
 
 

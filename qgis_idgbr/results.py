@@ -1,22 +1,33 @@
 """Load a finished run's outputs into the project as one styled layer group.
 
 Runs on the main thread only (QgsTask.finished): layers and the layer tree belong to it.
-Fixed styles (changes, confidence, uncertainty) are QML files shipped in resources/styles. The
-class colours depend on the model, so the class styles are built here from its card, and the
-polygons' style is also saved into the GeoPackage as its default: it follows the file anywhere.
+Fixed styles (changes, confidence, uncertainty, coarse outline, new, removed, refine status)
+are QML files shipped in resources/styles. The class colours depend on the model, so the class
+styles are built here from its card, and the polygons' style is also saved into the GeoPackage as
+its default: it follows the file anywhere.
+
+Read over imagery, the result must not hide what it is judged against: refined polygons are
+class-coloured 2 px outlines over a 20 % fill, the coarse layer a dashed outline in another
+colour, changes a hatch. When the coarse layer was a polygon layer, its features come back
+(layer `refined`) in the input layer's own style, with the refine status drawn over them.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsLayerTreeGroup, QgsPalettedRasterRenderer,
-                       QgsProject, QgsRasterLayer, QgsRendererCategory, QgsSymbol, QgsVectorLayer)
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsLayerTreeGroup, QgsMapLayer,
+                       QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsReadWriteContext,
+                       QgsRendererCategory, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtXml import QDomDocument
 
-REFINED_LAYER, CHANGES_LAYER = "refined", "changes"
+REFINED_LAYER, CHANGES_LAYER, NEW_LAYER, REMOVED_LAYER = "refined", "changes", "new", "removed"
+POLYGONS_NAME = "refined polygons"  # the refined polygons' layer name in the group (export, apply)
 STYLES = Path(__file__).resolve().parent / "styles"  # a link to resources/styles; `make package` copies it
+OUTLINE_PX, FILL_ALPHA = 2, 51  # 20 % of 255
 
 
 def group_name(image_name: str, when: float | None = None) -> str:
@@ -24,14 +35,37 @@ def group_name(image_name: str, when: float | None = None) -> str:
     return f"IDGBR — {image_name} — {time.strftime('%H:%M:%S', time.localtime(when))}"
 
 
-def load_results(result: Any, image_name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup:
-    """Add the refined raster, polygons, changes and confidence (+ uncertainty) of an
-    `idgbr.RefineResult` as a group at the top of the layer tree; returns the group."""
+def load_results(result: Any, image_name: str, project: QgsProject | None = None, *,
+                 coarse_layer: QgsVectorLayer | None = None,
+                 class_names: dict[int, str] | None = None) -> QgsLayerTreeGroup:
+    """Add the outputs of an `idgbr.RefineResult` as a group at the top of the layer tree; returns
+    the group. `coarse_layer`: the polygon layer that was refined (its style is copied onto the
+    refined features, its outline drawn dashed); `class_names`: names for classes the model card
+    leaves unnamed ("field" rather than "class 1")."""
     project = project or QgsProject.instance()
-    layers = [_paletted(QgsRasterLayer(str(result.refined), "refined classes"), result.classes),
-              _by_class(_gpkg_layer(result.vectors, REFINED_LAYER, "refined polygons"), result.classes),
-              _styled(_gpkg_layer(result.vectors, CHANGES_LAYER, "changes"), "changes"),
-              _styled(QgsRasterLayer(str(result.confidence), "confidence"), "confidence")]
+    present = {c.id for c in result.classes if result.class_areas_m2.get(c.name, 0) > 0}
+    classes = _named(result.classes, class_names or {})
+    # The coarse outline goes over the refined outlines: its dashes show where they coincide.
+    outline = [_styled(QgsVectorLayer(coarse_layer.source(), "coarse outline", coarse_layer.providerType()),
+                       "coarse_outline")] if coarse_layer is not None and coarse_layer.isValid() else []
+    layers: list[QgsMapLayer] = []
+    if result.features is not None:
+        features = _gpkg_layer(result.vectors, REFINED_LAYER, POLYGONS_NAME)
+        if coarse_layer is not None and coarse_layer.isValid():
+            _copy_style(coarse_layer, features)
+        else:
+            _class_outlines(features, classes, present)
+        layers += [_styled(_gpkg_layer(result.vectors, REFINED_LAYER, "refine status"), "refine_status"), *outline,
+                   features, _styled(_gpkg_layer(result.vectors, NEW_LAYER, "new (no input feature)"), "new")]
+        removed = _gpkg_layer(result.vectors, REMOVED_LAYER, "removed features")
+        if removed.isValid() and removed.featureCount() > 0:
+            layers.append(_styled(removed, "removed"))
+    else:
+        polygons = _gpkg_layer(result.vectors, REFINED_LAYER, POLYGONS_NAME)
+        layers += [*outline, _class_outlines(polygons, classes, present)]
+    layers += [_styled(_gpkg_layer(result.vectors, CHANGES_LAYER, "changes"), "changes"),
+               _paletted(QgsRasterLayer(str(result.refined), "refined classes"), classes),
+               _styled(QgsRasterLayer(str(result.confidence), "confidence"), "confidence")]
     if result.uncertainty is not None:
         layers.append(_styled(QgsRasterLayer(str(result.uncertainty), "uncertainty"), "uncertainty"))
     bad = [layer.name() for layer in layers if not layer.isValid()]
@@ -41,10 +75,15 @@ def load_results(result: Any, image_name: str, project: QgsProject | None = None
     for layer in layers:
         project.addMapLayer(layer, False)
         group.addLayer(layer)
-    # Below the polygons, the rasters would hide the image: only the polygons are shown at first.
+    # Rasters would hide the image: only the vector layers are shown at first.
     for node in group.findLayers():
-        node.setItemVisibilityChecked(node.layer().type() == node.layer().VectorLayer)
+        node.setItemVisibilityChecked(node.layer().type() == QgsMapLayer.VectorLayer)
     return group
+
+
+def _named(classes: list, names: dict[int, str]) -> list:
+    """The classes with the given display names (ClassInfo is frozen: replaced, not mutated)."""
+    return [replace(c, name=names[c.id]) if c.id in names else c for c in classes]
 
 
 def _gpkg_layer(path: Path, layer: str, name: str) -> QgsVectorLayer:
@@ -64,22 +103,38 @@ def _paletted(layer: QgsRasterLayer, classes: list) -> QgsRasterLayer:
     return layer
 
 
-def _by_class(layer: QgsVectorLayer, classes: list) -> QgsVectorLayer:
-    """Categorized on class_id with the class colours, half transparent over the image."""
+def outline_symbol(color: str) -> QgsFillSymbol:
+    """A class colour as a 2 px outline over a 20 % fill: the image stays visible through it."""
+    fill = QColor(color)
+    fill.setAlpha(FILL_ALPHA)
+    return QgsFillSymbol.createSimple({"color": ",".join(str(v) for v in fill.getRgb()), "outline_color": color,
+                                       "outline_width": str(OUTLINE_PX), "outline_width_unit": "Pixel",
+                                       "joinstyle": "miter"})
+
+
+def _class_outlines(layer: QgsVectorLayer, classes: list, present: set[int]) -> QgsVectorLayer:
+    """Categorized on class_id, one legend entry per class that has polygons, named."""
     if not layer.isValid():
         return layer
-    categories = []
-    for c in classes:
-        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
-        symbol.setColor(QColor(c.color))
-        symbol.setOpacity(0.6)
-        categories.append(QgsRendererCategory(c.id, symbol, c.name))
+    categories = [QgsRendererCategory(c.id, outline_symbol(c.color), c.name) for c in classes
+                  if c.id in present]
     layer.setRenderer(QgsCategorizedSymbolRenderer("class_id", categories))
     # Default style inside the GeoPackage: opening or exporting the file elsewhere keeps the colours.
     error = layer.saveStyleToDatabase("idgbr classes", "IDGBR refined classes", True, "")
     if error:
         raise RuntimeError(f"cannot save the polygons' style into {layer.source()}: {error}")
     return layer
+
+
+def _copy_style(source: QgsVectorLayer, target: QgsVectorLayer) -> None:
+    """The input layer's symbology, labels and forms on the refined features (same fields)."""
+    document, context = QDomDocument(), QgsReadWriteContext()
+    error = source.exportNamedStyle(document, context)
+    if error:
+        raise RuntimeError(f"cannot copy the style of {source.name()}: {error}")
+    ok, error = target.importNamedStyle(document)
+    if not ok:
+        raise RuntimeError(f"cannot copy the style of {source.name()}: {error}")
 
 
 def _styled(layer: Any, style: str) -> Any:

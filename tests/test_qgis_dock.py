@@ -9,9 +9,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from qgis.core import (Qgis, QgsCategorizedSymbolRenderer, QgsFeature, QgsGeometry, QgsLayerTreeGroup,
-                       QgsPalettedRasterRenderer, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings,
-                       QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsVectorLayer)
+from qgis.core import (Qgis, QgsFeature, QgsGeometry, QgsLayerTreeGroup, QgsPalettedRasterRenderer, QgsProject,
+                       QgsRasterLayer, QgsRectangle, QgsRuleBasedRenderer, QgsSettings,
+                       QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsUnitTypes, QgsVectorLayer)
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QPushButton
 
 from tests.qgis_helpers import mosaic, plugin_package  # noqa: F401 (fixtures)
 
@@ -97,6 +100,8 @@ def test_auto_model_and_model_default_min_area_reach_the_engine(dock):
 def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_iface, tmp_path):
     from qgis_idgbr.export import export_polygons
 
+    image, buildings = project
+    buildings.renderer().symbol().setColor(QColor("#123456"))  # the analyst's own style
     dock.field_combo.setField("class_id")
     task = dock.make_task(*dock.build_request())
     messages: list[str] = []
@@ -108,29 +113,102 @@ def test_task_adds_a_styled_layer_group_matching_the_image(dock, project, qgis_i
     (group,) = _groups()
     assert group.name().startswith("IDGBR — ortho — ")
     layers = {node.layer().name(): node.layer() for node in group.findLayers()}
-    assert list(layers) == ["refined classes", "refined polygons", "changes", "confidence"]
-    image = project[0]
-    for layer in layers.values():
-        assert layer.isValid() and layer.crs() == image.crs(), layer.name()
+    assert list(layers) == ["refine status", "coarse outline", "refined polygons", "new (no input feature)",
+                            "changes", "refined classes", "confidence"]
+    for name in ("refined classes", "confidence", "changes"):
+        assert layers[name].isValid() and layers[name].crs() == image.crs(), name
+    for name in ("refine status", "refined polygons", "new (no input feature)", "coarse outline"):
+        assert layers[name].isValid() and layers[name].crs() == buildings.crs(), name  # the input's CRS
+    polygons = layers["refined polygons"]
+    # The input's features, each with its fid and attributes, in the input layer's own style.
+    assert polygons.featureCount() == buildings.featureCount()
+    assert {f.id() for f in polygons.getFeatures()} == {f.id() for f in buildings.getFeatures()}
+    assert polygons.renderer().symbol().color().name() == "#123456"
+    assert isinstance(layers["refine status"].renderer(), QgsRuleBasedRenderer)
+    outline = layers["coarse outline"].renderer().symbol().symbolLayer(0)
+    assert outline.strokeStyle() == Qt.DashLine and outline.brushStyle() == Qt.NoBrush
     renderer = layers["refined classes"].renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
     assert [c.label for c in renderer.classes()] == ["background", "class 1"]
-    polygons = layers["refined polygons"]
-    assert isinstance(polygons.renderer(), QgsCategorizedSymbolRenderer) and polygons.featureCount() > 0
-    reopened = QgsVectorLayer(polygons.source(), "again", "ogr")  # the style travels in the GeoPackage
-    assert [c.label() for c in reopened.renderer().categories()] == ["background", "class 1"]
     confidence = layers["confidence"].renderer()  # the shipped QML
     assert isinstance(confidence, QgsSingleBandPseudoColorRenderer)
     assert (confidence.classificationMin(), confidence.classificationMax()) == (0.0, 1.0)
     assert isinstance(layers["changes"].renderer(), QgsSingleSymbolRenderer)
     assert layers["changes"].renderer().symbol().color().name() == "#ff00ff"
-    (success,) = qgis_iface.messageBar().get_messages(Qgis.Success)
-    assert "refined with identity on" in success  # the model that ran is named
+    # Success, naming the model that ran, with the output folder behind a button rather than a
+    # path cut off in the bar.
+    (item,) = qgis_iface.messageBar().items()
+    (button,) = item.findChildren(QPushButton)
+    assert item.level() == Qgis.Success and button.text() == "Open folder"
+    assert "refined with identity on" in item.text()
+    assert button.toolTip() == str(task.result.out_dir)
 
-    assert dock.export_button.isEnabled()  # the dock noticed (taskCompleted is emitted by finished)
+    assert dock.export_button.isEnabled() and dock.apply_button.isEnabled()
     for suffix in (".gpkg", ".shp", ".geojson"):
-        out = export_polygons(polygons, tmp_path / f"export{suffix}")
-        assert QgsVectorLayer(str(out), "x", "ogr").featureCount() == polygons.featureCount()
+        renamed = export_polygons(polygons, tmp_path / f"export{suffix}")
+        written = QgsVectorLayer(str(tmp_path / f"export{suffix}"), "x", "ogr")
+        assert written.featureCount() == polygons.featureCount()
+        assert len(written.fields()) == len(polygons.fields())  # every attribute goes along
+        if suffix == ".shp":  # 10-character field names: each rename is reported
+            assert renamed["refine_status"] == "refine_sta" and renamed["area_change_m2"] == "area_chang"
+            assert set(renamed.values()) <= set(written.fields().names())
+        else:
+            assert renamed == {}
+
+
+def test_class_polygons_are_named_outlines(dock, project, tmp_path):
+    """A raster coarse layer: class polygons as 2 px outlines over a 20 % fill, named by the preset,
+    without a legend entry for the background (which has no polygons)."""
+    import idgbr
+
+    image, buildings = project
+    first = idgbr.refine(image.source(), f"{buildings.source()}", "identity", tmp_path / "coarse",
+                         class_field="class_id")
+    coarse = QgsRasterLayer(str(first.coarse), "coarse raster")
+    QgsProject.instance().addMapLayer(coarse)
+    dock.coarse_combo.setLayer(coarse)
+    dock.apply_preset("Buildings cleanup")
+    dock.model_combo.setCurrentText("identity")
+    _run(dock)
+    layers = {n.layer().name(): n.layer() for n in _groups()[0].findLayers()}
+    assert "refine status" not in layers and not dock.apply_button.isEnabled()
+    categories = layers["refined polygons"].renderer().categories()
+    assert [c.label() for c in categories] == ["building"]
+    fill = categories[0].symbol().symbolLayer(0)
+    assert fill.strokeWidth() == 2 and fill.strokeWidthUnit() == QgsUnitTypes.RenderPixels
+    assert fill.color().alpha() == 51 and fill.strokeColor().alpha() == 255
+    assert [c.label for c in layers["refined classes"].renderer().classes()] == ["background", "building"]
+
+
+def test_apply_puts_refined_geometries_in_the_edit_buffer(dock, project, qgis_iface):
+    image, buildings = project
+    before = {f.id(): (f.geometry().asWkt(), f.attributes()) for f in buildings.getFeatures()}
+    dock.field_combo.setField("class_id")
+    dock.model_combo.setCurrentText("guided")
+    _run(dock)
+    changed = dock.apply_to_input()
+    assert buildings.isEditable() and changed > 0
+    edited = buildings.editBuffer().changedGeometries()
+    assert len(edited) == changed and not buildings.editBuffer().changedAttributeValues()
+    after = {f.id(): (f.geometry().asWkt(), f.attributes()) for f in buildings.getFeatures()}
+    assert set(after) == set(before)
+    assert all(after[fid][1] == before[fid][1] for fid in before)  # attributes untouched
+    assert sum(after[fid][0] != before[fid][0] for fid in before) == changed
+    assert "edit buffer" in qgis_iface.messageBar().get_messages(Qgis.Info)[-1]
+    assert buildings.rollBack()
+    assert {f.id(): f.geometry().asWkt() for f in buildings.getFeatures()} == {k: v[0] for k, v in before.items()}
+
+
+def test_apply_only_to_the_selected_features(dock, project):
+    image, buildings = project
+    dock.field_combo.setField("class_id")
+    dock.model_combo.setCurrentText("guided")
+    _run(dock)
+    chosen = sorted(f.id() for f in buildings.getFeatures())[:3]
+    buildings.selectByIds(chosen)
+    assert dock.apply_to_input() == 3
+    assert sorted(buildings.editBuffer().changedGeometries()) == chosen
+    buildings.rollBack()
 
 
 def test_cancelling_mid_run_leaves_no_files_and_no_layers(dock, qgis_iface):
@@ -143,6 +221,27 @@ def test_cancelling_mid_run_leaves_no_files_and_no_layers(dock, qgis_iface):
     assert not out.exists() or not any(out.rglob("*"))
     assert not _groups()
     assert qgis_iface.messageBar().get_messages(Qgis.Info)
+    assert task.cancelled and dock.progress_label.text() == "cancelled; nothing was written"
+
+
+def test_a_long_error_wraps_in_the_dock(dock, qgis_iface):
+    width = dock.sizeHint().width()
+    name, args, _ = dock.build_request()
+    task = dock.make_task(name, {**args, "class_field": "a_field_that_does_not_exist_" * 40})
+    assert not task.run()
+    task.finished(False)
+    assert dock.progress_label.text().startswith("failed: ") and len(dock.progress_label.text()) > 1000
+    assert dock.progress_label.wordWrap() and dock.sizeHint().width() <= width + 10
+    assert not task.cancelled
+
+
+def test_the_view_moves_to_a_result_outside_it(dock, project, qgis_canvas):
+    image = project[0]
+    qgis_canvas.setDestinationCrs(image.crs())
+    e = image.extent()
+    qgis_canvas.setExtent(QgsRectangle(e.xMinimum() + 1e5, e.yMinimum(), e.xMaximum() + 1e5, e.yMaximum()))
+    refined = _run(dock)
+    assert qgis_canvas.extent().intersects(refined.extent())
 
 
 def test_bad_input_shows_the_engine_message_and_adds_nothing(dock, qgis_iface):

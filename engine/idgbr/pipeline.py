@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from .device import resolve_device
 from .errors import Cancelled, InputError
 from .eta import RunClock
+from .features import FeatureSummary
 from .io.aoi import describe_bounds, parse_aoi, window_of
 from .io.coarse import coarse_bounds, stage_coarse
 from .io.grid import Grid, pixel_ground_area
@@ -61,6 +62,7 @@ class RefineResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     model: str = ""
     summary: list[str] = field(default_factory=list)  # what ran, with which settings, on which area
+    features: FeatureSummary | None = None  # a polygon coarse layer: what happened to its features
 
 
 def refine(
@@ -88,6 +90,7 @@ def refine(
     preview: bool = False,
     refiner_options: dict[str, Any] | None = None,
     coarse_model: str | Path | None = None,
+    instances: bool = False,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RefineResult:
@@ -105,6 +108,8 @@ def refine(
     building classes; () for none). coarse_model: the coarse segmentor run first when `coarse`
     is None (default: the one the model card names). Every input is checked before torch or a
     model is loaded.
+    A polygon `coarse` layer comes back feature by feature (layers `refined`, `removed`, `new`;
+    see idgbr.features); instances=True does the same for a raster's connected regions.
     """
     report = progress or (lambda f, m: None)
 
@@ -166,7 +171,9 @@ def refine(
                 stats = stage_coarse(coarse, grid, out.path("coarse.tif"), class_field=class_field,
                                      class_value=class_value, num_classes=card.num_classes, aoi=aoi_geom,
                                      image_valid=lambda row, h: reader.valid_rows(window, row, h),
-                                     cancel=check_cancel)
+                                     cancel=check_cancel, instances_path=out.staging / "instances.tif")
+            if instances and stats.features is None:
+                stats.features = _regions_as_features(out, grid, card, aoi_geom, check_cancel)
             timings["coarse"] = time.perf_counter() - t
             t = time.perf_counter()
             device = resolve_device(device)
@@ -199,8 +206,8 @@ def refine(
 
             t = time.perf_counter()
             regularize = card.building_classes if regularize_classes is None else list(regularize_classes)
-            areas = _vectorize(out, classes, card, simplify, simplify_units, min_area_m2, regularize,
-                               clock, check_cancel)
+            areas, feature_summary = _vectorize(out, classes, card, simplify, simplify_units, min_area_m2,
+                                                regularize, stats.features, clock, check_cancel)
             timings["vectorize"] = time.perf_counter() - t
             if preview:
                 from .preview import before_after
@@ -217,7 +224,7 @@ def refine(
                         final("uncertainty.tif") if with_uncertainty else None, final("coarse.tif"),
                         final("refined.gpkg"), final("preview.png") if preview else None, classes,
                         {c.name: areas[c.id] for c in classes if c.id in areas}, done, skipped, device, timings,
-                        card.name, summary)
+                        card.name, summary, feature_summary)
 
 
 def _model_scale(card: ModelCard, grid: Grid) -> tuple[float, str | None]:
@@ -353,22 +360,48 @@ def _read_coarse(ds: rasterio.DatasetReader, row: int, col: int, size: int) -> n
     return out
 
 
+def _regions_as_features(out: OutputFolder, grid: Grid, card, aoi, check_cancel: Callable[[], None]):
+    """The coarse raster's connected regions (background excluded) as polygon features, with the
+    instance raster that numbers them: the raster's instance mode."""
+    from .vectorize import vectorize
+
+    regions = out.staging / "regions.gpkg"
+    skip = () if card.background_class is None else (card.background_class,)
+    vectorize(out.path("coarse.tif"), regions, "regions", skip_classes=skip, cancel=lambda: _cancelled(check_cancel))
+    return stage_coarse(regions, grid, out.staging / "regions.tif", class_field="class_id", aoi=aoi,
+                        cancel=check_cancel, instances_path=out.staging / "instances.tif").features
+
+
 def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: float, simplify_units: str,
-               min_area_m2: float, regularize: list[int], clock: RunClock,
-               check_cancel: Callable[[], None]) -> dict[int, float]:
+               min_area_m2: float, regularize: list[int], features, clock: RunClock,
+               check_cancel: Callable[[], None]) -> tuple[dict[int, float], FeatureSummary | None]:
+    """The `refined` layer (class polygons, or the input's features when there are some) and the
+    `changes` layer; returns the areas per class and what happened to the features."""
+    from .features import vectorize_features
     from .vectorize import vectorize, vectorize_changes
 
     sub = functools.partial(clock.sub, "vectorize")
 
     skip = () if card.background_class is None else (card.background_class,)
-    areas = vectorize(out.path("refined.tif"), out.path("refined.gpkg"), "refined", classes=classes,
-                      skip_classes=skip, simplify=simplify, simplify_units=simplify_units,
-                      min_area_m2=min_area_m2, regularize_classes=regularize,
-                      progress=sub(0.0, 0.7), cancel=lambda: _cancelled(check_cancel))
+    summary = None
+    if features is None:
+        areas = vectorize(out.path("refined.tif"), out.path("refined.gpkg"), "refined", classes=classes,
+                          skip_classes=skip, simplify=simplify, simplify_units=simplify_units,
+                          min_area_m2=min_area_m2, regularize_classes=regularize,
+                          progress=sub(0.0, 0.7), cancel=lambda: _cancelled(check_cancel))
+    else:
+        summary = vectorize_features(out.path("refined.tif"), out.staging / "instances.tif", features,
+                                     out.path("refined.gpkg"), classes=classes, skip_classes=skip,
+                                     simplify=simplify, simplify_units=simplify_units, min_area_m2=min_area_m2,
+                                     regularize_classes=tuple(regularize), progress=sub(0.0, 0.7),
+                                     cancel=lambda: _cancelled(check_cancel))
+        areas = summary.class_areas_m2
+        log.info("refined layer: %s; %d new polygons", ", ".join(f"{n} {s}" for s, n in summary.statuses.items()),
+                 summary.new_polygons)
     vectorize_changes(out.path("refined.tif"), out.path("coarse.tif"), out.path("refined.gpkg"), "changes",
                       classes=classes, min_area_m2=min_area_m2, progress=sub(0.7, 1.0),
                       cancel=lambda: _cancelled(check_cancel))
-    return areas
+    return areas, summary
 
 
 def _cancelled(check_cancel: Callable[[], None]) -> bool:

@@ -481,8 +481,12 @@ class _LayerWriter:
 
     FLUSH_FEATURES = 20_000
 
-    def __init__(self, path: str | Path, layer: str, crs_wkt: str, fields: dict[str, object]) -> None:
+    def __init__(self, path: str | Path, layer: str, crs_wkt: str, fields: dict[str, object],
+                 geometry_type: str = "Polygon", empty: gpd.GeoDataFrame | None = None,
+                 flush_features: float | None = None) -> None:
         self.path, self.layer, self.crs, self.fields = str(path), layer, crs_wkt, fields
+        self.geometry_type, self.empty = geometry_type, empty  # empty: the schema of an empty layer
+        self.flush_features = flush_features or self.FLUSH_FEATURES
         self.buffered: list[gpd.GeoDataFrame] = []
         self.count = 0
         self.started = False
@@ -494,16 +498,23 @@ class _LayerWriter:
         if not len(geoms):
             return
         data = {k: np.asarray(columns[k], dtype=object if t is str else t) for k, t in self.fields.items()}
-        self.buffered.append(gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=self.crs)))
-        self.count += len(geoms)
-        if self.count >= self.FLUSH_FEATURES:
+        self.write_frame(gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=self.crs)))
+
+    def write_frame(self, frame: gpd.GeoDataFrame) -> None:
+        """Buffer ready-made features (write_frame's caller owns the schema; a column "fid" sets the
+        GeoPackage fid, but only when the whole layer is written at once: flush_features=inf)."""
+        if not len(frame):
+            return
+        self.buffered.append(frame)
+        self.count += len(frame)
+        if self.count >= self.flush_features:
             self._flush()
 
     def _flush(self) -> None:
-        frame = pd.concat(self.buffered, ignore_index=True) if self.buffered else \
-            gpd.GeoDataFrame({k: [] for k in self.fields}, geometry=gpd.GeoSeries([], crs=self.crs))
+        frame = pd.concat(self.buffered, ignore_index=True) if self.buffered else self.empty if \
+            self.empty is not None else gpd.GeoDataFrame({k: [] for k in self.fields}, geometry=gpd.GeoSeries([], crs=self.crs))
         pyogrio.write_dataframe(frame, self.path, layer=self.layer, driver="GPKG", append=self.started,
-                                geometry_type="Polygon")
+                                geometry_type=self.geometry_type)
         self.buffered, self.count, self.started = [], 0, True
 
     def __exit__(self, exc_type: object, *_: object) -> None:

@@ -104,7 +104,12 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(overwrite)
         self.addOutput(QgsProcessingOutputRasterLayer("REFINED", "Refined classes"))
         self.addOutput(QgsProcessingOutputRasterLayer("CONFIDENCE", "Confidence"))
-        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Refined polygons",
+        self.addOutput(QgsProcessingOutputVectorLayer("POLYGONS", "Refined polygons (a polygon coarse layer: its "
+                                                      "features, fids and attributes kept)",
+                                                      QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputVectorLayer("NEW", "New polygons (refined regions of no input feature)",
+                                                      QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputVectorLayer("REMOVED", "Removed input features",
                                                       QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputVectorLayer("CHANGES", "Changes", QgsProcessing.TypeVectorPolygon))
 
@@ -147,7 +152,9 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                               f"{result.class_areas_m2}")
             return {self.OUTPUT: str(result.out_dir), "REFINED": str(result.refined),
                     "CONFIDENCE": str(result.confidence), "POLYGONS": f"{result.vectors}|layername=refined",
-                    "CHANGES": f"{result.vectors}|layername=changes"}
+                    "CHANGES": f"{result.vectors}|layername=changes",
+                    **({"NEW": f"{result.vectors}|layername=new", "REMOVED": f"{result.vectors}|layername=removed"}
+                       if result.features is not None else {})}
 
         return engine_errors(run)
 

@@ -28,7 +28,8 @@ import json, sys, idgbr
 image, coarse, out, model = sys.argv[1:5]
 r = idgbr.refine(image, coarse, model, out, overwrite=True)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print(json.dumps({"timings": r.timings_s, "tiles": r.tiles, "peak_rss_mb": hwm / 1024}))
+print(json.dumps({"timings": r.timings_s, "tiles": r.tiles, "peak_rss_mb": hwm / 1024,
+                  "features": r.features and {**r.features.statuses, "new": r.features.new_polygons}}))
 """
 
 
@@ -41,15 +42,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def scene_layout(size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Per CELL×CELL cell: a building's centre (cx, cy), half sizes (hw, hh) and whether it is there."""
+    cells = -(-size // CELL)
+    cx, cy = rng.integers(8, CELL - 8, (2, cells, cells))
+    hw, hh = rng.integers(4, 16, (2, cells, cells))
+    return cx, cy, hw, hh, rng.random((cells, cells)) < 0.6
+
+
+def scene_transform(size: int):
+    return from_origin(500000.0, 5000000.0 + size * 0.3, 0.3, 0.3)
+
+
 def write_scene(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
     """An RGB orthophoto-like GeoTIFF and a coarse class GeoTIFF (rectangular buildings on
     textured ground), written in strips so even 16k² fits in little memory."""
     rng = np.random.default_rng(seed)
-    cells = -(-size // CELL)
-    cx, cy = rng.integers(8, CELL - 8, (2, cells, cells))
-    hw, hh = rng.integers(4, 16, (2, cells, cells))
-    present = rng.random((cells, cells)) < 0.6
-    transform = from_origin(500000.0, 5000000.0 + size * 0.3, 0.3, 0.3)
+    cx, cy, hw, hh, present = scene_layout(size, rng)
+    transform = scene_transform(size)
     common = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633", transform=transform,
                   tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     image, coarse = folder / f"image_{size}.tif", folder / f"coarse_{size}.tif"

@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regularize", type=_ints, help="class ids whose outlines get right angles "
                                                     "(default: the model's building classes)")
     p.add_argument("--no-regularize", action="store_true", help="no right-angle regularization")
+    p.add_argument("--instances", action="store_true", help="raster --coarse: keep each connected region as a "
+                                                             "feature of its own (as for a polygon layer)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--preview", action="store_true", help="also write preview.png (before / after)")
     p.set_defaults(func=run)
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                         overlap=args.overlap, batch_size=args.batch_size, device=args.device, seed=args.seed,
                         simplify=args.simplify, simplify_units=args.simplify_units, min_area_m2=args.min_area,
                         regularize_classes=regularize, overwrite=args.overwrite, preview=args.preview,
-                        coarse_model=args.coarse_model, refiner_options=options, progress=progress)
+                        coarse_model=args.coarse_model, refiner_options=options, instances=args.instances,
+                        progress=progress)
     print(f"refined {result.tiles} tiles ({result.tiles_skipped} empty skipped) on {result.device} "
           f"in {result.timings_s['total']:.1f} s → {result.out_dir}")
     for line in result.summary:
@@ -94,4 +97,7 @@ def run(args: argparse.Namespace) -> int:
     for name, area in result.class_areas_m2.items():
         if area > 0:
             print(f"  {name:<20} {area:>14,.1f} m²")
+    if result.features is not None:
+        print("  features: " + ", ".join(f"{n} {s}" for s, n in result.features.statuses.items())
+              + f"; {result.features.new_polygons} new polygons (layer 'new')")
     return 0

@@ -5,17 +5,22 @@ and kind, as a uint8 GeoTIFF (`coarse.tif`) the tiles are then read from.
 - Vector: reprojected and rasterized strip by strip; the integer `class_field` gives the class
   (without a field every feature is class `class_value`, 1 by default); pixels inside the
   layer's bounding box but outside every polygon are background (class 0); where polygons
-  overlap, the later feature wins.
+  overlap, the smaller feature wins (a building drawn over a parcel keeps its pixels, whatever
+  the order of the layer's features). With `instances_path`, the number of the feature that
+  owns each pixel (row + 1 of `CoarseStats.features.frame`, 0 for none) is written there too,
+  so refined pixels can be given back to the features they came from (idgbr.features).
 Outside the coarse layer's extent, and outside the AOI polygon when one is given, the value is
 NO_COARSE: "no coarse data", which the pipeline leaves NoData in every output.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import geopandas as gpd
 import numpy as np
 import pyogrio
 import rasterio
@@ -39,10 +44,22 @@ MASK_PIXELS = 1024  # longest side of the decimated mask read that finds a raste
 
 
 @dataclass
+class PolygonFeatures:
+    """A polygon layer's features; feature i (row i of `frame`) is instance i + 1 on the grid."""
+
+    frame: gpd.GeoDataFrame  # as read: the layer's CRS, its fids as the index, every attribute
+    geoms: np.ndarray  # the same features made valid, in the grid's CRS
+    classes: np.ndarray  # class id of each feature (int64)
+    name: str  # the layer, for messages
+
+
+@dataclass
 class CoarseStats:
-    """What staging saw: pixel counts per class id (NO_COARSE excluded)."""
+    """What staging saw: pixel counts per class id (NO_COARSE excluded), and for a polygon layer
+    its features."""
 
     counts: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
+    features: PolygonFeatures | None = None
 
     @property
     def max_class(self) -> int:
@@ -118,10 +135,12 @@ def stage_coarse(
     aoi: shapely.Geometry | None = None,
     image_valid: Callable[[int, int], np.ndarray] | None = None,
     cancel: Callable[[], None] = lambda: None,
+    instances_path: Path | None = None,
 ) -> CoarseStats:
     """Write the coarse layer on `grid` to `out_path`; check its class ids against the model.
     `image_valid(row, height)`: where the image has data in those rows of the grid; elsewhere
-    coarse.tif is NoData too, like every output."""
+    coarse.tif is NoData too, like every output. For a polygon layer, also write its features'
+    numbers to `instances_path` when given."""
     path, _ = split_source(source)
     if not path.exists():
         raise InputError(f"coarse layer {path} does not exist")
@@ -130,9 +149,12 @@ def stage_coarse(
         with ds:
             strips = _raster_strips(ds, grid, str(source))
             return _write(strips, grid, out_path, num_classes, aoi, image_valid, cancel, f"coarse raster {path}")
-    strips = _vector_strips(source, grid, class_field, class_value)
-    return _write(strips, grid, out_path, num_classes, aoi, image_valid, cancel,
-                  f"field {class_field!r} of {path}" if class_field else f"class value of {path}")
+    features = read_polygons(source, grid, class_field, class_value)
+    stats = _write(_vector_strips(features, grid), grid, out_path, num_classes, aoi, image_valid, cancel,
+                   f"field {class_field!r} of {path}" if class_field else f"class value of {path}",
+                   instances_path)
+    stats.features = features
+    return stats
 
 
 def _raster_strips(ds: rasterio.DatasetReader, grid: Grid, name: str):
@@ -151,9 +173,10 @@ def _raster_strips(ds: rasterio.DatasetReader, grid: Grid, name: str):
             yield row, strip, data, valid
 
 
-def _vector_strips(source: str | Path, grid: Grid, class_field: str | None, class_value: int):
+def read_polygons(source: str | Path, grid: Grid, class_field: str | None, class_value: int) -> PolygonFeatures:
+    """The polygon layer's non-empty features with their class ids; InputError on anything else."""
     df = read_vector(source, "coarse layer")
-    name = split_source(source)[0]
+    name = str(split_source(source)[0])
     df = df[df.geometry.notna() & ~df.geometry.is_empty]
     kinds = set(df.geom_type)
     if kinds - {"Polygon", "MultiPolygon"}:
@@ -178,35 +201,54 @@ def _vector_strips(source: str | Path, grid: Grid, class_field: str | None, clas
         values = values.astype(np.int64)
     if len(df) == 0:
         raise InputError(f"coarse layer {name} holds no polygons")
-    geoms = df.to_crs(grid.crs).geometry.values
-    geoms = shapely.make_valid(np.asarray(geoms))
-    extent = shapely.total_bounds(geoms)
-    if not boxes_intersect(tuple(extent), grid.bounds):
+    geoms = shapely.make_valid(np.asarray(df.to_crs(grid.crs).geometry.values))
+    if not boxes_intersect(tuple(shapely.total_bounds(geoms)), grid.bounds):
         raise InputError(f"coarse layer {name} does not overlap the image (area to refine)")
+    return PolygonFeatures(df, geoms, values, name)
+
+
+def _vector_strips(features: PolygonFeatures, grid: Grid):
+    """Rasterized strips: (row, strip grid, class ids, valid, feature numbers). Features are
+    burnt largest first, so that where they overlap the smaller one keeps the pixels."""
+    geoms, values, name = features.geoms, features.classes, features.name
+    number_class = np.concatenate([[0], values]).astype(np.int32)
+    draw_rank = draw_ranks(geoms)
     tree = shapely.STRtree(geoms)
-    extent_box = shapely.box(*extent)
+    extent_box = shapely.box(*shapely.total_bounds(geoms))
     for row, strip in grid.strips(STRIP_ROWS):
-        hits = np.sort(tree.query(shapely.box(*strip.bounds)))
+        hits = tree.query(shapely.box(*strip.bounds))
+        hits = hits[np.argsort(draw_rank[hits])]
         shape = (strip.height, strip.width)
-        data = np.zeros(shape, np.int32)
+        numbers = np.zeros(shape, np.int32)
         if hits.size:
             bad = values[hits][(values[hits] < 0) | (values[hits] >= NO_COARSE)]
             if bad.size:
                 raise InputError(f"class id {int(bad[0])} in {name} is outside 0..{NO_COARSE - 1}")
-            data = rasterize(zip(geoms[hits], values[hits]), out_shape=shape, transform=strip.transform,
-                             fill=0, dtype="int32")
+            numbers = rasterize(zip(geoms[hits], hits + 1), out_shape=shape, transform=strip.transform,
+                                fill=0, dtype="int32")
         valid = ~geometry_mask([extent_box], out_shape=shape, transform=strip.transform, all_touched=True)
-        yield row, strip, data, valid
+        yield row, strip, number_class[numbers], valid, numbers
 
 
-def _write(strips, grid: Grid, out_path: Path, num_classes: int | None, aoi, image_valid, cancel,
-           name: str) -> CoarseStats:
+def draw_ranks(geoms: np.ndarray) -> np.ndarray:
+    """The order in which features are burnt: largest first, so where two overlap the smaller
+    one, drawn later, keeps the pixels (ties: the layer's order)."""
+    ranks = np.empty(len(geoms), np.int64)
+    ranks[np.argsort(-shapely.area(geoms), kind="stable")] = np.arange(len(geoms))
+    return ranks
+
+
+def _write(strips, grid: Grid, out_path: Path, num_classes: int | None, aoi, image_valid, cancel, name: str,
+           instances_path: Path | None = None) -> CoarseStats:
     stats = CoarseStats()
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
                    crs=grid.crs, transform=grid.transform, nodata=NO_COARSE, tiled=True,
                    blockxsize=256, blockysize=256, compress="deflate")
-    with rasterio.open(out_path, "w", **profile) as dst:
-        for row, strip, data, valid in strips:
+    with contextlib.ExitStack() as files:
+        dst = files.enter_context(rasterio.open(out_path, "w", **profile))
+        numbers_dst = None if instances_path is None else files.enter_context(
+            rasterio.open(instances_path, "w", **{**profile, "dtype": "int32", "nodata": None}))
+        for row, strip, data, valid, *numbers in strips:
             cancel()
             if aoi is not None:
                 valid &= ~geometry_mask([aoi], out_shape=data.shape, transform=strip.transform)
@@ -223,6 +265,9 @@ def _write(strips, grid: Grid, out_path: Path, num_classes: int | None, aoi, ima
                 stats.counts += np.bincount(known, minlength=256)[:256]
             out = np.where(valid, data, NO_COARSE).astype(np.uint8)
             dst.write(out, 1, window=((row, row + strip.height), (0, grid.width)))
+            if numbers_dst is not None and numbers:
+                numbers_dst.write(np.where(valid, numbers[0], 0), 1,
+                                  window=((row, row + strip.height), (0, grid.width)))
     if stats.counts.sum() == 0:
         raise InputError(f"the coarse layer ({name}) has no data inside the area to refine")
     return stats

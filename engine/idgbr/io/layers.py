@@ -22,7 +22,8 @@ def split_source(source: str | Path) -> tuple[Path, str | None]:
 
 
 def read_vector(source: str | Path, what: str) -> gpd.GeoDataFrame:
-    """Read a vector layer; refuses files without a CRS or that hold no vector layer."""
+    """Read a vector layer, its fids as the index; refuses files without a CRS or that hold no
+    vector layer."""
     path, layer = split_source(source)
     if not path.exists():
         raise InputError(f"{what} {path} does not exist")
@@ -39,7 +40,7 @@ def read_vector(source: str | Path, what: str) -> gpd.GeoDataFrame:
     if layer is not None and layer not in names:
         raise InputError(f"{what} {path} has no layer {layer!r} (its layers: {', '.join(names)})")
     try:
-        df = gpd.read_file(path, layer=layer, engine="pyogrio")
+        df = gpd.read_file(path, layer=layer, engine="pyogrio", fid_as_index=True)
     except (RuntimeError, OSError, ValueError) as e:  # pyogrio's errors are RuntimeErrors
         raise InputError(f"{what} {path} is damaged or unreadable: {str(e).strip() or type(e).__name__}") from e
     if df.crs is None:
