@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +146,14 @@ def test_block_size_must_align_with_output_tiles(scene, tmp_path) -> None:
     with pytest.raises(InputError, match="multiple of 256"):
         _refine(scene, tmp_path / "out", scheduler="local:1", block_size=1000)
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_without_a_scheduler_do_not_import_dask() -> None:
+    """Plain runs do not pay for Dask: the engine's pipeline (distributed.py included) and the
+    command line load without it."""
+    code = ("import sys, idgbr.pipeline, idgbr.cli\n"
+            "idgbr.cli.build_parser().parse_args(['refine', 'x.tif', '--out', 'o', '--scheduler', 'local:2'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(idgbr.__file__).parents[1])})
+    assert done.stdout.strip() == "[]"

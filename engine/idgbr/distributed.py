@@ -141,6 +141,7 @@ class DistributedStats:
     wall_s: float  # from the cluster being ready to the last block assembled
     compute_s: float  # summed over blocks
     load_s: float  # model loading, summed over workers
+    startup_s: float = 0.0  # starting (local:N) or connecting to the cluster
     peak_rss_mb: dict[int, float] = field(default_factory=dict)  # per worker process
 
     @property
@@ -303,6 +304,7 @@ def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[
     (tiles with data, tiles skipped, stats); the counts are those of the in-process run."""
     blocks = blocks_of(grid.height, grid.width, block_size)
     Path(job.parts).mkdir()
+    started = time.perf_counter()
     with connect(scheduler) as client, contextlib.ExitStack() as files:
         t0 = time.perf_counter()
         workers = len(client.scheduler_info()["workers"])
@@ -310,7 +312,7 @@ def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[
         run = uuid.uuid4().hex[:12]
         pending = {client.submit(refine_block, job, b, key=f"idgbr-block-{run}-{b[0]}-{b[1]}", pure=False)
                    for b in blocks}
-        stats = DistributedStats(workers, len(blocks), 0, 0.0, 0.0, 0.0)
+        stats = DistributedStats(workers, len(blocks), 0, 0.0, 0.0, 0.0, t0 - started)
         tiles: set[tuple[int, int]] = set()
         empty: set[tuple[int, int]] = set()
         clock.stage("tiles", 0.0, f"{len(blocks)} blocks on {workers} Dask workers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("pipeline", "quality", "speed")
+BENCHMARKS = ("pipeline", "quality", "speed", "distributed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
