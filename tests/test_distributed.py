@@ -86,6 +86,7 @@ def test_local_cluster_gives_the_in_process_result(scene, reference, tmp_path) -
     assert stats.tile_computations > result.tiles + result.tiles_skipped
     assert len(stats.peak_rss_mb) == 2
     assert any(m.startswith("block 16/16") for m in seen) and any("ETA" in m for m in seen)
+    assert "16 blocks of up to 256 px on 2 workers" in result.summary[-1]
     _assert_same_outputs(reference, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["coarse.tif", "confidence.tif", "refined.gpkg",
                                                                    "refined.tif"]

@@ -289,12 +289,16 @@ def connect(scheduler: int | str) -> Iterator[Any]:
 
 
 def _python_for_workers() -> None:
-    """Inside QGIS, sys.executable is QGIS itself: local worker processes are started with the
-    Python interpreter instead (they get the parent's sys.path, so they see the engine)."""
+    """Inside QGIS, sys.executable is QGIS itself, or whatever `python3` comes first in PATH: local
+    worker processes are started with the interpreter that belongs to the standard library this
+    process loaded; they get the parent's sys.path, so they see the engine."""
     import multiprocessing
 
-    if not Path(sys.executable).name.startswith("python"):
-        multiprocessing.set_executable(str(Path(sys.base_exec_prefix) / "bin" / "python3"))
+    prefix = Path(os.__file__).resolve().parents[2]
+    executable = Path(sys.executable).resolve()
+    if not executable.name.startswith("python") or executable.parent.parent != prefix:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        multiprocessing.set_executable(str(prefix / "bin" / f"python{version}"))
 
 
 def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[Tile]], block_size: int,

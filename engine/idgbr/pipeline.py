@@ -215,6 +215,8 @@ def refine(
                 done, skipped, distributed = run_blocks(cluster, job, grid, rows, block_size, classes,
                                                         out.path("refined.tif"), out.path("confidence.tif"),
                                                         uncertainty_path, clock, check_cancel)
+                summary.append(f"tiles refined on Dask ({scheduler}): {distributed.blocks} blocks of up to "
+                               f"{block_size} px on {distributed.workers} workers")
             timings["refine"] = time.perf_counter() - t
 
             t = time.perf_counter()

@@ -15,7 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterField, QgsProcessingParameterFile,
                        QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsVectorLayer)
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
 
 from ..presets import refiner_cards
 from ..sources import layer_path
