@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -127,7 +128,7 @@ class BlockDone:
     empty: list[tuple[int, int]]  # tiles without data (skipped)
     seconds: float  # compute time in the worker, model loading excluded
     load_seconds: float
-    worker_pid: int
+    worker: str  # host:pid of the worker process
     worker_peak_rss_mb: float
 
 
@@ -142,7 +143,7 @@ class DistributedStats:
     compute_s: float  # summed over blocks
     load_s: float  # model loading, summed over workers
     startup_s: float = 0.0  # starting (local:N) or connecting to the cluster
-    peak_rss_mb: dict[int, float] = field(default_factory=dict)  # per worker process
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per worker process (host:pid)
 
     @property
     def overhead_per_block_s(self) -> float:
@@ -238,7 +239,7 @@ def refine_block(job: BlockJob, block: tuple[int, int, int, int]) -> BlockDone:
                for name, data in layers.items() if data is not None}
     empty = sorted({(t.row, t.col) for t in tiles} - set(computed))
     return BlockDone(row, col, height, width, written, computed, empty, time.perf_counter() - t, load_s,
-                     os.getpid(), _peak_rss_mb())
+                     f"{socket.gethostname()}:{os.getpid()}", _peak_rss_mb())
 
 
 def _write_part(path: Path, data: np.ndarray, crs: str, transform: Affine) -> str:
@@ -333,8 +334,7 @@ def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[
                     # Released, so that Dask does not recompute a block already assembled when the
                     # worker holding its (small) result is lost.
                     future.release()
-                    _assemble(results, done)
-                    clock.count_edges(_read(done.parts["refined"]))
+                    clock.count_edges(_assemble(results, done))
                     for part in done.parts.values():
                         os.unlink(part)
                     tiles.update(done.tiles)
@@ -342,8 +342,8 @@ def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[
                     stats.tile_computations += len(done.tiles) + len(done.empty)
                     stats.compute_s += done.seconds
                     stats.load_s += done.load_seconds
-                    stats.peak_rss_mb[done.worker_pid] = max(stats.peak_rss_mb.get(done.worker_pid, 0.0),
-                                                             done.worker_peak_rss_mb)
+                    stats.peak_rss_mb[done.worker] = max(stats.peak_rss_mb.get(done.worker, 0.0),
+                                                         done.worker_peak_rss_mb)
                     n = len(blocks) - len(pending)
                     clock.stage("tiles", n / len(blocks), f"block {n}/{len(blocks)}")
         finally:
@@ -359,7 +359,10 @@ def _read(path: str) -> np.ndarray:
         return src.read(1)
 
 
-def _assemble(results: ResultRasters, done: BlockDone) -> None:
+def _assemble(results: ResultRasters, done: BlockDone) -> np.ndarray:
+    """Write a finished block's parts into the outputs; returns its classes."""
     window = Window(done.col, done.row, done.width, done.height)
     unc = done.parts.get("uncertainty")
-    results.write(window, _read(done.parts["refined"]), _read(done.parts["confidence"]), _read(unc) if unc else None)
+    labels = _read(done.parts["refined"])
+    results.write(window, labels, _read(done.parts["confidence"]), _read(unc) if unc else None)
+    return labels
