@@ -143,6 +143,7 @@ class DistributedStats:
     compute_s: float  # summed over blocks
     load_s: float  # model loading, summed over workers
     startup_s: float = 0.0  # starting (local:N) or connecting to the cluster
+    assemble_s: float = 0.0  # the coordinator copying parts into the outputs
     peak_rss_mb: dict[str, float] = field(default_factory=dict)  # per worker process (host:pid)
 
     @property
@@ -334,7 +335,9 @@ def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[
                     # Released, so that Dask does not recompute a block already assembled when the
                     # worker holding its (small) result is lost.
                     future.release()
+                    t = time.perf_counter()
                     clock.count_edges(_assemble(results, done))
+                    stats.assemble_s += time.perf_counter() - t
                     for part in done.parts.values():
                         os.unlink(part)
                     tiles.update(done.tiles)

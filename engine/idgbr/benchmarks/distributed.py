@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          "blocks_compute_s": round(d["compute_s"], 1) if d else None,
                          "workers_load_s": round(d["load_s"], 1) if d else None,
                          "cluster_startup_s": round(d["startup_s"], 1) if d else None,
+                         "assemble_s": round(d["assemble_s"], 1) if d else None,
                          "overhead_per_block_s": round(d["overhead_per_block_s"], 2) if d else None,
                          "coordinator_peak_rss_mb": round(stats["peak_rss_mb"]),
                          "worker_peak_rss_mb": sorted(round(v) for v in d.get("peak_rss_mb", {}).values()),
@@ -77,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
             r = rows[-1]
             blocks = (f"  cluster start {r['cluster_startup_s']} s, {r['blocks']} blocks ({r['tile_computations']} "
                       f"tile runs for {r['tiles']} tiles): compute {r['blocks_compute_s']} s, model load "
-                      f"{r['workers_load_s']} s, overhead/block {r['overhead_per_block_s']} s, worker peak RSS "
-                      f"{r['worker_peak_rss_mb']} MB") if d else ""
+                      f"{r['workers_load_s']} s, assembly {r['assemble_s']} s, overhead/block "
+                      f"{r['overhead_per_block_s']} s, worker peak RSS {r['worker_peak_rss_mb']} MB") if d else ""
             print(f"{r['scheduler']:>10}  {r['wall_s']:>7.1f} s (tiles {r['refine_s']} s, vectorize "
                   f"{r['vectorize_s']} s)  coordinator peak RSS {r['coordinator_peak_rss_mb']} MB  "
                   f"identical {r['identical']}{blocks}", flush=True)
