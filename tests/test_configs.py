@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from idgbr.anchored.train import AnchoredConfig
 from idgbr.diffusion.config import DiffusionConfig
 from idgbr.segment import CoarseConfig
 from idgbr.synth.config import SynthConfig
@@ -16,7 +17,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "resources" / "configs")
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_shipped_config_loads(path: Path) -> None:
     kind = (CoarseConfig if path.stem.startswith("coarse-") else SynthConfig if path.stem.startswith("synth-")
-            else DiffusionConfig)
+            else AnchoredConfig if path.stem.startswith("anchored-") else DiffusionConfig)
     cfg = kind.load(path)
     assert cfg.name and cfg.out
 

@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 from qgis.core import QgsApplication, QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 
 from tests.qgis_helpers import REPO, mosaic, plugin_package  # noqa: F401 (fixtures)
@@ -58,7 +60,8 @@ def test_refine_and_vectorize_through_processing_run(processing, mosaic, tmp_pat
 
     algorithm = QgsApplication.processingRegistry().algorithmById("idgbr:refine")
     advanced = {p.name() for p in algorithm.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert {"STEPS", "GUIDANCE", "SAMPLES", "TILE_SIZE", "BATCH_SIZE", "MIN_AREA"} <= advanced
+    assert {"STEPS", "GUIDANCE", "SAMPLES", "TILE_SIZE", "BATCH_SIZE", "MIN_AREA", "SCHEDULER",
+            "BLOCK_SIZE"} <= advanced
 
 
 def test_refine_reports_engine_errors(processing, mosaic, tmp_path):  # noqa: F811
@@ -149,10 +152,8 @@ def test_enabling_the_plugin_keeps_the_profile_settings_and_is_idempotent(tmp_pa
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["QGIS", "QGIS3.ini"]
 
 
-def test_refine_through_qgis_process(mosaic, tmp_path):  # noqa: F811
-    """A fresh profile set up as `make install` does (plugin linked, then enabled): the algorithms are
-    listed, and the README's invocation runs twice into the same OUTPUT."""
-    tif, gpkg = mosaic
+def _qgis_process(tmp_path: Path):
+    """qgis_process in a fresh profile set up as `make install` does (plugin linked, then enabled)."""
     profile = tmp_path / "config" / "profiles" / "default"
     (profile / "python" / "plugins").mkdir(parents=True)
     (profile / "python" / "plugins" / "qgis_idgbr").symlink_to(REPO / "qgis_idgbr", target_is_directory=True)
@@ -165,7 +166,13 @@ def test_refine_through_qgis_process(mosaic, tmp_path):  # noqa: F811
                               timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         return done
+    return qgis_process
 
+
+def test_refine_through_qgis_process(mosaic, tmp_path):  # noqa: F811
+    """The algorithms are listed, and the README's invocation runs twice into the same OUTPUT."""
+    tif, gpkg = mosaic
+    qgis_process = _qgis_process(tmp_path)
     listed = qgis_process("list").stdout
     assert "idgbr:refine" in listed and "idgbr:vectorize" in listed
     for _ in range(2):
@@ -174,3 +181,17 @@ def test_refine_through_qgis_process(mosaic, tmp_path):  # noqa: F811
         results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
         assert Path(results["REFINED"]).is_file() and results["POLYGONS"].endswith("|layername=refined")
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_refine_on_a_local_dask_cluster_through_qgis_process(mosaic, tmp_path):  # noqa: F811
+    """SCHEDULER=local:1 from QGIS, whose executable is not Python: the worker process starts and
+    the classes are those of the in-process engine."""
+    import idgbr
+
+    tif, gpkg = mosaic
+    done = _qgis_process(tmp_path)("--json", "run", "idgbr:refine", "--", f"IMAGE={tif}", f"COARSE={gpkg}",
+                                   "MODEL=guided", "SCHEDULER=local:1", "BLOCK_SIZE=512", f"OUTPUT={tmp_path / 'out'}")
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    reference = idgbr.refine(tif, gpkg, "guided", tmp_path / "reference")
+    with rasterio.open(results["REFINED"]) as a, rasterio.open(reference.refined) as b:
+        assert np.array_equal(a.read(1), b.read(1))

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import rasterio
 from rasterio.windows import Window
 
 from .device import resolve_device
+from .distributed import DEFAULT_BLOCK_SIZE, DistributedStats, check_block_size, parse_scheduler
 from .errors import Cancelled, InputError
 from .eta import RunClock
 from .features import FeatureSummary
@@ -23,19 +23,20 @@ from .io.coarse import coarse_bounds, stage_coarse
 from .io.grid import Grid, pixel_ground_area
 from .io.image import ImageReader, open_raster
 from .io.outputs import OutputFolder
+from .io.result_rasters import NODATA, ResultRasters
 from .logs import quiet_libraries
-from .models import NO_COARSE, ClassInfo, ModelCard, TileBatch, default_classes, load_refiner, resolve_model_dir
+from .models import ClassInfo, ModelCard, default_classes, load_refiner, resolve_model_dir
 from .models.defaults import AUTO, default_min_area, default_model, layer_kind
 from .models.resample import ResampledRefiner, ground_gsd_m, scale_for
 from .settings import check_settings
-from .stitch import StripAccumulator, blend_window
+from .stitch import StripAccumulator, blend_window, class_layers
+from .tile_predict import predict_batches
 from .tiling import tile_rows
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 OUTPUT_NAMES = ("refined.tif", "confidence.tif", "uncertainty.tif", "coarse.tif", "refined.gpkg", "preview.png")
-NODATA = 255
 # Disk space the outputs take per pixel of the area refined (the largest measured on the sample with
 # `--model guided --min-area 0`, plus half; see docs/reliability.md): the free-space check refuses
 # runs that cannot fit.
@@ -63,6 +64,7 @@ class RefineResult:
     model: str = ""
     summary: list[str] = field(default_factory=list)  # what ran, with which settings, on which area
     features: FeatureSummary | None = None  # a polygon coarse layer: what happened to its features
+    distributed: DistributedStats | None = None  # blocks, workers and their costs, when run on a Dask cluster
 
 
 def refine(
@@ -91,6 +93,8 @@ def refine(
     refiner_options: dict[str, Any] | None = None,
     coarse_model: str | Path | None = None,
     instances: bool = False,
+    scheduler: str | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> RefineResult:
@@ -106,8 +110,10 @@ def refine(
     simplify_units='map'); min_area_m2: None takes the model card's minimum mapping unit;
     regularize_classes: classes whose outlines get right angles (default: the model card's
     building classes; () for none). coarse_model: the coarse segmentor run first when `coarse`
-    is None (default: the one the model card names). Every input is checked before torch or a
-    model is loaded.
+    is None (default: the one the model card names). scheduler: None or '' refines in this
+    process; 'local:N' on a Dask LocalCluster of N worker processes; 'tcp://host:port' on an
+    existing Dask cluster, in blocks of `block_size` pixels (see distributed.py). Every input is
+    checked before torch or a model is loaded.
     A polygon `coarse` layer comes back feature by feature (layers `refined`, `removed`, `new`;
     see idgbr.features); instances=True does the same for a raster's connected regions.
     """
@@ -118,6 +124,7 @@ def refine(
             raise Cancelled("refinement cancelled")
 
     t0 = time.perf_counter()
+    distributed = None
     options = dict(refiner_options or {})
     if seed is not None:
         options["seed"] = seed
@@ -134,6 +141,9 @@ def refine(
                          "classification to refine (--coarse) or a coarse model (--coarse-model)")
     overlap = card.overlap if overlap is None else float(overlap)
     with_uncertainty = int(options.get("samples") or 1) > 1
+    cluster = parse_scheduler(scheduler)
+    check_block_size(block_size)
+    device_spec = device
 
     with open_raster(image) as ds:
         window, aoi_geom = parse_aoi(aoi, ds.crs, ds.transform, ds.width, ds.height, aoi_crs)
@@ -198,10 +208,22 @@ def refine(
                 log.info(line)
 
             t = time.perf_counter()
-            done, skipped = _run_tiles(reader, window, grid, rows, tile_size, overlap, batch_size, refiner, classes,
-                                       out.path("coarse.tif"), out.path("refined.tif"), out.path("confidence.tif"),
-                                       out.path("uncertainty.tif") if with_uncertainty else None,
-                                       clock, check_cancel)
+            uncertainty_path = out.path("uncertainty.tif") if with_uncertainty else None
+            if cluster is None:
+                done, skipped = _run_tiles(reader, window, grid, rows, tile_size, overlap, batch_size, refiner,
+                                           classes, out.path("coarse.tif"), out.path("refined.tif"),
+                                           out.path("confidence.tif"), uncertainty_path, clock, check_cancel)
+            else:
+                from .distributed import make_job, run_blocks
+
+                job = make_job(image, reader, window, grid, tile_size, overlap, batch_size, card.path or card.name,
+                               device_spec, options, scale, len(classes), with_uncertainty, out.path("coarse.tif"),
+                               out.staging)
+                done, skipped, distributed = run_blocks(cluster, job, grid, rows, block_size, classes,
+                                                        out.path("refined.tif"), out.path("confidence.tif"),
+                                                        uncertainty_path, clock, check_cancel)
+                summary.append(f"tiles refined on Dask ({scheduler}): {distributed.blocks} blocks of up to "
+                               f"{block_size} px on {distributed.workers} workers")
             timings["refine"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -224,7 +246,7 @@ def refine(
                         final("uncertainty.tif") if with_uncertainty else None, final("coarse.tif"),
                         final("refined.gpkg"), final("preview.png") if preview else None, classes,
                         {c.name: areas[c.id] for c in classes if c.id in areas}, done, skipped, device, timings,
-                        card.name, summary, feature_summary)
+                        card.name, summary, feature_summary, distributed)
 
 
 def _model_scale(card: ModelCard, grid: Grid) -> tuple[float, str | None]:
@@ -295,69 +317,23 @@ def _run_tiles(reader: ImageReader, origin: Window, grid: Grid, rows, tile_size:
     acc = StripAccumulator(num_classes + (uncertainty_path is not None), grid.width, tile_size)
     total = sum(len(r) for r in rows)
     done = skipped = 0
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=1, crs=grid.crs,
-                   transform=grid.transform, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
     with contextlib.ExitStack() as files:
         coarse_ds = files.enter_context(rasterio.open(coarse_path))
-        refined_ds = files.enter_context(rasterio.open(refined_path, "w", dtype="uint8", nodata=NODATA, **profile))
-        float_profile = dict(dtype="float32", nodata=-1.0, predictor=3, **profile)
-        conf_ds = files.enter_context(rasterio.open(confidence_path, "w", **float_profile))
-        unc_ds = files.enter_context(rasterio.open(uncertainty_path, "w", **float_profile)) if uncertainty_path else None
-        refined_ds.write_colormap(1, {c.id: c.rgba() for c in classes})
-        refined_ds.update_tags(1, **{f"class_{c.id}": c.name for c in classes})
-
-        def write(first: int, blended: np.ndarray, wsum: np.ndarray) -> None:
-            valid = wsum > 0
-            probs = blended[:num_classes]
-            labels = np.where(valid, probs.argmax(axis=0), NODATA).astype(np.uint8)
-            win = Window(0, first, grid.width, labels.shape[0])
-            refined_ds.write(labels, 1, window=win)
-            clock.count_edges(labels)
-            conf_ds.write(np.where(valid, probs.max(axis=0), -1.0).astype(np.float32), 1, window=win)
-            if unc_ds is not None:
-                unc_ds.write(np.where(valid, blended[num_classes], -1.0).astype(np.float32), 1, window=win)
-
+        results = ResultRasters(files, grid, classes, refined_path, confidence_path, uncertainty_path)
         for r, row in enumerate(rows):
-            for start in range(0, len(row), batch_size):
-                check_cancel()
-                tiles = row[start:start + batch_size]
-                images, coarses, valids = [], [], []
-                for tile in tiles:
-                    img, valid = reader.read(Window(origin.col_off + tile.col, origin.row_off + tile.row,
-                                                    tile_size, tile_size), tile_size)
-                    c = _read_coarse(coarse_ds, tile.row, tile.col, tile_size)
-                    images.append(img)
-                    coarses.append(c)
-                    valids.append(valid & (c != NO_COARSE))
-                keep = [i for i, v in enumerate(valids) if v.any()]
-                skipped += len(tiles) - len(keep)
-                if keep:
-                    batch = TileBatch(np.stack([images[i] for i in keep]), np.stack([coarses[i] for i in keep]),
-                                      np.stack([valids[i] for i in keep]))
-                    if unc_ds is None:
-                        probs = refiner.predict(batch)
-                    else:
-                        probs, unc = refiner.predict_with_uncertainty(batch)
-                        probs = np.concatenate([probs, unc[:, None]], axis=1)
-                    for j, i in enumerate(keep):
-                        tile = tiles[i]
-                        h = min(tile_size, grid.height - tile.row)
-                        w = min(tile_size, grid.width - tile.col)
-                        weight = window_w[:h, :w] * valids[i][:h, :w]
-                        acc.add(probs[j][:, :h, :w], weight, tile.row, tile.col)
-                done += len(tiles)
+            for count, predictions in predict_batches(reader, origin, coarse_ds, row, tile_size, batch_size, refiner,
+                                                      uncertainty_path is not None, window_w, check_cancel):
+                for tile, probs, weight in predictions:
+                    acc.add(probs, weight, tile.row, tile.col)
+                skipped += count - len(predictions)
+                done += count
                 clock.stage("tiles", done / total, f"tile {done}/{total}")
             next_top = rows[r + 1][0].row if r + 1 < len(rows) else grid.height
             for first, probs, wsum in acc.release(next_top):
-                write(first, probs, wsum)
+                labels, confidence, uncertainty = class_layers(probs, wsum, num_classes, NODATA)
+                results.write(Window(0, first, grid.width, labels.shape[0]), labels, confidence, uncertainty)
+                clock.count_edges(labels)
     return done - skipped, skipped
-
-
-def _read_coarse(ds: rasterio.DatasetReader, row: int, col: int, size: int) -> np.ndarray:
-    h, w = min(size, ds.height - row), min(size, ds.width - col)
-    out = np.full((size, size), NO_COARSE, np.uint8)
-    out[:h, :w] = ds.read(1, window=Window(col, row, w, h))
-    return out
 
 
 def _regions_as_features(out: OutputFolder, grid: Grid, card, aoi, check_cancel: Callable[[], None]):

@@ -59,3 +59,48 @@ class StripAccumulator:
         self.sums[:, -n:] = 0.0
         self.weights[-n:] = 0.0
         self.top = row
+
+
+class WindowAccumulator:
+    """Weighted sums of probabilities for the rectangle rows [row, row + height), columns
+    [col, col + width) of a window: one block of a distributed run. Each pixel gets exactly the
+    additions, in the same order, that `StripAccumulator` gives it when the block's tiles arrive
+    in the same row-of-tiles order, so the blended result is bit-identical."""
+
+    def __init__(self, num_classes: int, row: int, col: int, height: int, width: int) -> None:
+        self.row, self.col = row, col
+        self.sums = np.zeros((num_classes, height, width), np.float32)
+        self.weights = np.zeros((height, width), np.float32)
+
+    def add(self, probs: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
+        """Add the part inside the rectangle of a (K, h, w) prediction whose top-left pixel is
+        (row, col) in the window."""
+        _, h, w = probs.shape
+        bh, bw = self.weights.shape
+        y0, y1 = max(row, self.row), min(row + h, self.row + bh)
+        x0, x1 = max(col, self.col), min(col + w, self.col + bw)
+        if y1 <= y0 or x1 <= x0:
+            return
+        tile = np.s_[y0 - row:y1 - row, x0 - col:x1 - col]
+        mine = np.s_[y0 - self.row:y1 - self.row, x0 - self.col:x1 - self.col]
+        self.sums[(slice(None), *mine)] += probs[(slice(None), *tile)] * weight[tile]
+        self.weights[mine] += weight[tile]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised probabilities (K, h, w), weight sum (h, w), 0 where no tile contributed)."""
+        return self.sums / np.maximum(self.weights, 1e-12), self.weights
+
+
+def class_layers(blended: np.ndarray, wsum: np.ndarray, num_classes: int,
+                 nodata: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Blended probabilities (K classes, then an uncertainty channel when there is one) → the
+    class (uint8, `nodata` where no tile contributed), its probability and the uncertainty
+    (float32, -1 there)."""
+    valid = wsum > 0
+    probs = blended[:num_classes]
+    labels = np.where(valid, probs.argmax(axis=0), nodata).astype(np.uint8)
+    confidence = np.where(valid, probs.max(axis=0), -1.0).astype(np.float32)
+    uncertainty = None
+    if blended.shape[0] > num_classes:
+        uncertainty = np.where(valid, blended[num_classes], -1.0).astype(np.float32)
+    return labels, confidence, uncertainty

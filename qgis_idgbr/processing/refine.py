@@ -15,7 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterField, QgsProcessingParameterFile,
                        QgsProcessingParameterFolderDestination,
                        QgsProcessingParameterMapLayer, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsVectorLayer)
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
 
 from ..presets import refiner_cards
 from ..sources import layer_path
@@ -35,6 +35,7 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
     STEPS, GUIDANCE, SAMPLES, TILE_SIZE, OVERLAP, BATCH_SIZE = ("STEPS", "GUIDANCE", "SAMPLES", "TILE_SIZE",
                                                                  "OVERLAP", "BATCH_SIZE")
     SIMPLIFY, MIN_AREA, REGULARIZE, SEED, OUTPUT = "SIMPLIFY", "MIN_AREA", "REGULARIZE", "SEED", "OUTPUT"
+    SCHEDULER, BLOCK_SIZE = "SCHEDULER", "BLOCK_SIZE"
 
     def name(self) -> str:
         return "refine"
@@ -93,6 +94,10 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                                          -1.0, minValue=-1),
             QgsProcessingParameterBoolean(self.REGULARIZE, "Right angles for the model's building classes", True),
             QgsProcessingParameterNumber(self.SEED, "Random seed (-1: none)", Int, -1, minValue=-1),
+            QgsProcessingParameterString(self.SCHEDULER, "Dask scheduler (empty: in QGIS; local:N; tcp://host:8786)",
+                                         "", optional=True),
+            QgsProcessingParameterNumber(self.BLOCK_SIZE, "Block size with a Dask scheduler (pixels, a multiple "
+                                         "of 256)", Int, 4096, minValue=256),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -145,7 +150,9 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                 min_area_m2=None if number(self.MIN_AREA) < 0 else number(self.MIN_AREA),
                 regularize_classes=None if self.parameterAsBool(parameters, self.REGULARIZE, context) else (),
                 overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context),
-                refiner_options=options or None, progress=progress, cancel=cancel)
+                refiner_options=options or None,
+                scheduler=self.parameterAsString(parameters, self.SCHEDULER, context) or None,
+                block_size=count(self.BLOCK_SIZE), progress=progress, cancel=cancel)
             for line in result.summary:
                 feedback.pushInfo(line)
             feedback.pushInfo(f"{result.tiles} tiles on {result.device}; area per class (m²): "

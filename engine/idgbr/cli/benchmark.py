@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = ("features", "pipeline", "quality", "speed")
+BENCHMARKS = ("features", "pipeline", "quality", "speed", "distributed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

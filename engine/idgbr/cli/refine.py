@@ -58,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-regularize", action="store_true", help="no right-angle regularization")
     p.add_argument("--instances", action="store_true", help="raster --coarse: keep each connected region as a "
                                                              "feature of its own (as for a polygon layer)")
+    large = p.add_argument_group("large mosaics (README, 'Large mosaics')")
+    large.add_argument("--scheduler", metavar="SPEC", default="",
+                       help="refine on Dask: local:N (a cluster of N worker processes on this machine, started and "
+                            "stopped by the run) or a scheduler address tcp://host:8786 (default: in this process)")
+    large.add_argument("--block-size", type=int, metavar="N",
+                       help="with --scheduler: pixels per block side, a multiple of 256 (4096)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--preview", action="store_true", help="also write preview.png (before / after)")
     p.set_defaults(func=run)
@@ -89,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                         simplify=args.simplify, simplify_units=args.simplify_units, min_area_m2=args.min_area,
                         regularize_classes=regularize, overwrite=args.overwrite, preview=args.preview,
                         coarse_model=args.coarse_model, refiner_options=options, instances=args.instances,
-                        progress=progress)
+                        scheduler=args.scheduler, progress=progress,
+                        **({"block_size": args.block_size} if args.block_size else {}))
     print(f"refined {result.tiles} tiles ({result.tiles_skipped} empty skipped) on {result.device} "
           f"in {result.timings_s['total']:.1f} s → {result.out_dir}")
     for line in result.summary:

@@ -1,0 +1,160 @@
+"""Refining on a real Dask cluster (2 worker processes on this machine) gives the in-process
+result, also when a worker dies mid-run, and a cancelled run leaves nothing behind. The scene is
+a real georeferenced orthophoto (a z19 mosaic of buildings_hot_oam, Kampala, 1024² px at 0.15 m)
+with its OSM building polygons, cut into 16 blocks of 256² px so that blocks share many tiles."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+
+import idgbr
+from idgbr import Cancelled, InputError
+from idgbr.xyz import build_xyz_mosaic, complete_z19_parents
+
+distributed = pytest.importorskip("distributed")
+
+# A deterministic refiner that uses the image (guided filter); tiles small enough to make blocks share them.
+RUN = dict(model="guided", tile_size=256, overlap=0.25, block_size=256)
+RASTERS = ("refined.tif", "confidence.tif")
+
+
+@pytest.fixture(scope="module")
+def scene(shared_data: Path, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("scene")
+    area = shared_data / "buildings_hot_oam" / "area2"
+    image, gpkg = folder / "ortho.tif", folder / "buildings.gpkg"
+    build_xyz_mosaic(area, *complete_z19_parents(area)[0], image, gpkg)
+    return {"image": image, "buildings": gpkg, "folder": folder}
+
+
+def _refine(scene: dict[str, Path], out: Path, **kwargs):
+    run = {**RUN, **kwargs}
+    return idgbr.refine(scene["image"], scene["buildings"], run.pop("model"), out, **run)
+
+
+@pytest.fixture(scope="module")
+def reference(scene) -> Path:
+    """The in-process run."""
+    out = scene["folder"] / "in_process"
+    result = _refine(scene, out)
+    assert result.distributed is None
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """An existing cluster (reached by its address, as `tcp://host:port`), shared by the tests
+    that need to see its workers."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c, \
+            distributed.Client(c) as client:
+        yield c, client
+
+
+def _assert_same_outputs(reference: Path, out: Path) -> None:
+    for name in RASTERS:
+        with rasterio.open(reference / name) as a, rasterio.open(out / name) as b:
+            assert (a.transform, a.crs, a.nodata, a.profile["compress"], a.block_shapes) == \
+                   (b.transform, b.crs, b.nodata, b.profile["compress"], b.block_shapes)
+            assert a.colorinterp == b.colorinterp and a.tags(1) == b.tags(1)
+            left, right = a.read(1), b.read(1)
+            assert np.array_equal(left, right), f"{name} differs in {np.count_nonzero(left != right)} pixels"
+    for layer in ("refined", "changes"):
+        a, b = (gpd.read_file(d / "refined.gpkg", layer=layer) for d in (reference, out))
+        assert len(a) == len(b) > 0
+        columns = [c for c in a.columns if c != "geometry"]
+        order_a, order_b = (df.sort_values(columns).reset_index(drop=True) for df in (a, b))
+        assert order_a[columns].equals(order_b[columns]), f"layer {layer}: attributes differ"
+        total = a.geometry.area.sum()
+        assert a.geometry.union_all().symmetric_difference(b.geometry.union_all()).area < 1e-9 * total
+
+
+def test_local_cluster_gives_the_in_process_result(scene, reference, tmp_path) -> None:
+    seen: list[str] = []
+    result = _refine(scene, tmp_path / "out", scheduler="local:2", progress=lambda f, m: seen.append(m))
+    stats = result.distributed
+    assert stats.workers == 2 and stats.blocks == 16
+    # Blocks recompute the tiles they share, and each worker process loaded the model once.
+    assert stats.tile_computations > result.tiles + result.tiles_skipped
+    assert len(stats.peak_rss_mb) == 2
+    assert any(m.startswith("block 16/16") for m in seen) and any("ETA" in m for m in seen)
+    assert "16 blocks of up to 256 px on 2 workers" in result.summary[-1]
+    _assert_same_outputs(reference, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["coarse.tif", "confidence.tif", "refined.gpkg",
+                                                                   "refined.tif"]
+
+
+def test_a_worker_killed_mid_run_changes_nothing(scene, reference, cluster, tmp_path) -> None:
+    local, client = cluster
+    before = set(client.run(os.getpid).values())
+    killed: list[int] = []
+
+    def progress(fraction: float, message: str) -> None:
+        # After the first block, kill (SIGKILL) a worker process that is computing a block.
+        if message.startswith("block 1/") and not killed:
+            busy = [address for address, keys in client.processing().items() if keys]
+            pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    _refine(scene, tmp_path / "out", scheduler=local.scheduler_address, progress=progress)
+    assert killed and killed[0] in before
+    client.wait_for_workers(2, timeout=60)
+    assert killed[0] not in client.run(os.getpid).values()  # the nanny started a new worker process
+    _assert_same_outputs(reference, tmp_path / "out")
+
+
+def test_cancel_mid_run_leaves_nothing(scene, cluster, tmp_path) -> None:
+    local, client = cluster
+    seen: list[str] = []
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        _refine(scene, out, scheduler=local.scheduler_address, progress=lambda f, m: seen.append(m),
+                cancel=lambda: any(m.startswith("block 2/") for m in seen))
+    assert not out.exists()
+    # Blocks that were running when the run was cancelled end without writing anything.
+    deadline = time.monotonic() + 60
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not out.exists()
+    # An existing output folder keeps only what was there.
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    seen.clear()
+    with pytest.raises(Cancelled):
+        _refine(scene, out, scheduler=local.scheduler_address, progress=lambda f, m: seen.append(m),
+                cancel=lambda: any(m.startswith("block 1/") for m in seen))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("spec, problem", [("local:0", "1 to 256"), ("local", "local:N"),
+                                           ("http://host:8786", "tcp://host:8786")])
+def test_bad_scheduler_is_refused_before_anything_runs(scene, tmp_path, spec, problem) -> None:
+    with pytest.raises(InputError, match=problem):
+        _refine(scene, tmp_path / "out", scheduler=spec)
+    assert not (tmp_path / "out").exists()
+
+
+def test_block_size_must_align_with_output_tiles(scene, tmp_path) -> None:
+    with pytest.raises(InputError, match="multiple of 256"):
+        _refine(scene, tmp_path / "out", scheduler="local:1", block_size=1000)
+    assert not (tmp_path / "out").exists()
+
+
+def test_runs_without_a_scheduler_do_not_import_dask() -> None:
+    """Plain runs do not pay for Dask: the engine's pipeline (distributed.py included) and the
+    command line load without it."""
+    code = ("import sys, idgbr.pipeline, idgbr.cli\n"
+            "idgbr.cli.build_parser().parse_args(['refine', 'x.tif', '--out', 'o', '--scheduler', 'local:2'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'dask', 'distributed'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(idgbr.__file__).parents[1])})
+    assert done.stdout.strip() == "[]"
