@@ -293,8 +293,13 @@ def connect(scheduler: int | str) -> Iterator[Any]:
 def _python_for_workers() -> None:
     """Inside QGIS, sys.executable is QGIS itself, or whatever `python3` comes first in PATH: local
     worker processes are started with the interpreter that belongs to the standard library this
-    process loaded; they get the parent's sys.path, so they see the engine."""
+    process loaded. They get the parent's sys.path but not its import hooks, and an editable
+    install (`make install`) finds the engine through a hook: its folder goes on sys.path."""
     import multiprocessing
+
+    engine = str(Path(__file__).resolve().parents[1])
+    if engine not in sys.path:
+        sys.path.append(engine)
 
     prefix = Path(os.__file__).resolve().parents[2]
     executable = Path(sys.executable).resolve()
