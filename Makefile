@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 # The best model the repository ships for the bundled sample.
-DEMO_MODEL ?= identity
+DEMO_MODEL ?= farmland
 APT_PACKAGES := qgis python3-qgis qgis-providers python3-venv python3-dev python3-gdal python3-scipy \
 	python3-pyproj libgdal-dev libgeos-dev gdal-bin build-essential xvfb xauth
 # Built from source against Debian's GDAL and GEOS (see the install recipe).
