@@ -67,8 +67,13 @@ def read_site_packages(plugin_dir: Path = PLUGIN_DIR) -> tuple[Path | None, str 
     return site_packages, None
 
 
+# Pure-Python packages torch imports whose Debian copies are too old for it (Debian's sympy lacks
+# what torch 2.13 imports): taken from the venv although its folder comes after Debian's.
+VENV_FIRST = ("mpmath", "sympy")
+
+
 def add_site_packages(site_packages: Path) -> None:
-    """Append the venv's site-packages to sys.path, once.
+    """Append the venv's site-packages to sys.path, once, and import VENV_FIRST from it.
 
     site.addsitedir also runs the folder's .pth files, which the editable install of the
     engine needs; skipping a folder already on sys.path keeps plugin reloads from running
@@ -76,6 +81,14 @@ def add_site_packages(site_packages: Path) -> None:
     """
     if str(site_packages) not in sys.path:
         site.addsitedir(str(site_packages))
+    wanted = [m for m in VENV_FIRST if m not in sys.modules and (site_packages / m).is_dir()]
+    if wanted:
+        sys.path.insert(0, str(site_packages))
+        try:
+            for name in wanted:
+                importlib.import_module(name)
+        finally:
+            sys.path.remove(str(site_packages))  # the first occurrence: the one inserted above
 
 
 def describe_failure(exc: BaseException) -> tuple[str | None, str]:

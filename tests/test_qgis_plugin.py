@@ -232,6 +232,12 @@ def test_one_gdal_in_qgis_python_with_the_engine(tmp_path):
                                            dtype="uint8") as ds:
             ds.write(numpy.ones((1, 4, 4), dtype="uint8"))
             raster_sum = int(ds.read().sum())
+        from idgbr.models import TileBatch, load_refiner
+        coarse = numpy.zeros((1, 64, 64), "uint8")
+        coarse[:, 20:40, 20:44] = 1
+        probs = load_refiner("buildings", device="cpu").predict(  # a shipped torch refiner runs in QGIS
+            TileBatch(numpy.full((1, 3, 64, 64), 0.5, "float32"), coarse, numpy.ones((1, 64, 64), bool)))
+        import sympy
         maps = open("/proc/self/maps").read()
         libs = sorted({l.split()[-1] for l in maps.splitlines() if re.search(r"/libgdal\\.so", l)})
         print(json.dumps({
@@ -241,6 +247,7 @@ def test_one_gdal_in_qgis_python_with_the_engine(tmp_path):
             "raster_sum": raster_sum, "area": box(0, 0, 2, 3).area,
             "torch": float(torch.ones(3).sum()),
             "idgbr": idgbr.__file__, "numpy": numpy.__file__,
+            "anchored": list(probs.shape), "sympy": sympy.__file__,
         }))
         app.exitQgis()
         """, str(REPO))
@@ -251,6 +258,8 @@ def test_one_gdal_in_qgis_python_with_the_engine(tmp_path):
     assert (result["raster_sum"], result["area"], result["torch"]) == (16, 6.0, 3.0)
     assert result["idgbr"].startswith(str(REPO / "engine"))
     assert result["numpy"].startswith("/usr/lib/python3/dist-packages")  # QGIS's numpy wins
+    # ... but torch needs a newer sympy than Debian's: the venv's (engine_env.VENV_FIRST)
+    assert result["anchored"] == [1, 2, 64, 64] and ".venv" in result["sympy"], result["sympy"]
 
 
 QGIS_PROBE = """
