@@ -18,7 +18,6 @@ exported as the model folder `out`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from ..config_file import build_section, read_mapping
+from ..diffusion.train import warmup_cosine
 from ..errors import InputError
 from .data import CoarseSource, CropSampler
 from .net import AnchoredRefinerNet
@@ -142,14 +142,6 @@ class TrainResult:
     best: dict[str, Any] | None
 
 
-def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return factor
-
-
 def build_net(cfg: AnchoredConfig, num_classes: int) -> AnchoredRefinerNet:
     m = cfg.model
     return AnchoredRefinerNet(num_classes=num_classes, widths=tuple(m.widths), mode=m.mode, steps=m.steps,
@@ -166,7 +158,7 @@ class Trainer:
         self.net = build_net(cfg, num_classes)
         self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _warmup_cosine(t.warmup, t.steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup_cosine(t.warmup, t.steps, floor=0.05))
         self.step = 0
         self.seconds = 0.0
         self.best: dict[str, Any] | None = None

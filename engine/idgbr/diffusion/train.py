@@ -59,12 +59,13 @@ def sample_timesteps(n: int, num_train: int, cubic: bool, generator: torch.Gener
     return t.long().clamp(max=num_train - 1)
 
 
-def warmup_cosine(warmup: int, total: int) -> Any:
-    """LambdaLR factor: linear warm-up, then cosine decay to zero at `total`."""
+def warmup_cosine(warmup: int, total: int, floor: float = 0.0) -> Any:
+    """LambdaLR factor: linear warm-up, then cosine decay to `floor` at `total`."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return factor
 
 
