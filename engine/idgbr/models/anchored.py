@@ -67,9 +67,7 @@ class AnchoredRefiner:
                 **({"gate": self.gate} if self.gate > 0.5 else {})}
 
     def bind_classes(self, num_classes: int) -> None:
-        if num_classes > self.num_classes:
-            raise InputError(f"model {self.card.name!r} has {self.num_classes} classes, "
-                             f"the coarse layer has {num_classes}")
+        self.card.check_classes(num_classes)
 
     def predict(self, batch: TileBatch) -> np.ndarray:
         return self._run(batch)[0]

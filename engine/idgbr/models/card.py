@@ -75,6 +75,13 @@ class ModelCard:
     def num_classes(self) -> int | None:
         return None if self.classes is None else len(self.classes)
 
+    def check_classes(self, num_classes: int) -> None:
+        """InputError when a coarse layer has more classes than the card lists (class-agnostic
+        cards take any number)."""
+        if self.num_classes is not None and num_classes > self.num_classes:
+            raise InputError(f"model {self.name!r} has {self.num_classes} classes, "
+                             f"the coarse layer has {num_classes}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "ModelCard":
         data = dict(data)

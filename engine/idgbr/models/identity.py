@@ -23,9 +23,7 @@ class IdentityRefiner:
         self.num_classes = card.num_classes
 
     def bind_classes(self, num_classes: int) -> None:
-        if self.card.num_classes is not None and num_classes > self.card.num_classes:
-            raise InputError(f"model {self.card.name!r} has {self.card.num_classes} classes, "
-                             f"the coarse layer has {num_classes}")
+        self.card.check_classes(num_classes)
         self.num_classes = self.card.num_classes or num_classes
 
     def predict(self, batch: TileBatch) -> np.ndarray:

@@ -60,9 +60,7 @@ class IDGBRRefiner:
         return {**asdict(self.options), "nfe_per_tile": self.nfe_per_tile, "device": self.device}
 
     def bind_classes(self, num_classes: int) -> None:
-        if num_classes > self.num_classes:
-            raise InputError(f"model {self.card.name!r} has {self.num_classes} classes, "
-                             f"the coarse layer has {num_classes}")
+        self.card.check_classes(num_classes)
 
     def predict(self, batch: TileBatch) -> np.ndarray:
         return self._run(batch)[0]
