@@ -11,12 +11,15 @@ This module imports no Qt, so it can be tested without QGIS.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import json
 import shlex
 import site
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PATH_FILE = "engine_path.json"
 ENGINE_MODULE = "idgbr"
@@ -68,12 +71,26 @@ def read_site_packages(plugin_dir: Path = PLUGIN_DIR) -> tuple[Path | None, str 
 
 
 # Pure-Python packages torch imports whose Debian copies are too old for it (Debian's sympy lacks
-# what torch 2.13 imports): taken from the venv although its folder comes after Debian's.
+# what torch 2.13 imports): found in the venv although its folder comes after Debian's.
 VENV_FIRST = ("mpmath", "sympy")
 
 
+class VenvFirst(importlib.abc.MetaPathFinder):
+    """Finds the top-level packages of VENV_FIRST in the venv only, when first imported (torch
+    imports sympy lazily: nothing is loaded at QGIS start-up); their submodules follow the
+    package's own path."""
+
+    def __init__(self, site_packages: Path) -> None:
+        self.site_packages = str(site_packages)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in VENV_FIRST:
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, [self.site_packages])
+
+
 def add_site_packages(site_packages: Path) -> None:
-    """Append the venv's site-packages to sys.path, once, and import VENV_FIRST from it.
+    """Append the venv's site-packages to sys.path, once, and find VENV_FIRST there.
 
     site.addsitedir also runs the folder's .pth files, which the editable install of the
     engine needs; skipping a folder already on sys.path keeps plugin reloads from running
@@ -81,14 +98,8 @@ def add_site_packages(site_packages: Path) -> None:
     """
     if str(site_packages) not in sys.path:
         site.addsitedir(str(site_packages))
-    wanted = [m for m in VENV_FIRST if m not in sys.modules and (site_packages / m).is_dir()]
-    if wanted:
-        sys.path.insert(0, str(site_packages))
-        try:
-            for name in wanted:
-                importlib.import_module(name)
-        finally:
-            sys.path.remove(str(site_packages))  # the first occurrence: the one inserted above
+    if not any(isinstance(f, VenvFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, VenvFirst(site_packages))
 
 
 def describe_failure(exc: BaseException) -> tuple[str | None, str]:
