@@ -41,7 +41,7 @@ class CropSampler:
     """Batches of (image (B, 3, S, S) float in [0, 1], coarse (B, S, S) long, label (B, S, S) long)."""
 
     def __init__(self, ds: TileDataset, sources: list[CoarseSource], crop: int, variants: int = 8,
-                 boundary_crops: float = 0.85, seed: int = 0) -> None:
+                 boundary_crops: float = 0.85, seed: int = 0, weights: list[float] | None = None) -> None:
         from ..benchmarks.quality import coarse_files, read_coarse
 
         self.num_classes = len(ds.classes)
@@ -50,6 +50,10 @@ class CropSampler:
         self.boundary_crops = boundary_crops
         self.seed = seed
         self.sources = sources
+        if weights is not None and (len(weights) != len(sources) or min(weights) < 0 or sum(weights) <= 0):
+            raise ValueError(f"data weights {weights}: give one non-negative odds per recipe/coarse folder "
+                             f"({len(sources)}), not all zero")
+        self.odds = None if weights is None else np.asarray(weights, float) / sum(weights)
         self.ids = ds.tile_ids
         self.gsd = [t.gsd_m for t in ds.tiles]
         self.images, self.labels = [], []
@@ -82,7 +86,8 @@ class CropSampler:
         images, coarses, labels = [], [], []
         for _ in range(size):
             i = int(rng.integers(len(self.ids)))
-            coarse = self.coarse(i, int(rng.integers(len(self.sources))), int(rng.integers(self.variants)))
+            s = int(rng.integers(len(self.sources))) if self.odds is None else int(rng.choice(len(self.sources), p=self.odds))
+            coarse = self.coarse(i, s, int(rng.integers(self.variants)))
             image, label = self.images[i], self.labels[i]
             y, x = self._corner(rng, coarse, label)
             sl = (slice(y, y + self.crop), slice(x, x + self.crop))

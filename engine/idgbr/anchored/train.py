@@ -46,11 +46,12 @@ class DataSection:
     root: str | None = None
     recipes: list[str] = field(default_factory=lambda: ["buildings-osm"])
     coarse: list[str] = field(default_factory=list)  # folders of coarse tiles, drawn like recipes
+    weights: list[float] | None = None  # draw odds of recipes + coarse folders, in that order; default: equal
     variants: int = 6
     crop: int = 128
     boundary_crops: float = 0.85
     val_tiles: int = 48
-    val_recipe: str | None = None  # default: the first recipe
+    val_recipe: str | list[str] | None = None  # default: the first recipe; a list splits the val tiles among them
     limit: int | None = None  # train on N tiles spread evenly over the split (smoke runs, loop checks)
 
 
@@ -214,13 +215,26 @@ class Trainer:
         self.step, self.seconds, self.best = state["step"], state["seconds"], state["best"]
 
 
+def val_recipes(cfg: AnchoredConfig) -> list[str]:
+    v = cfg.data.val_recipe or cfg.data.recipes[0]
+    return [v] if isinstance(v, str) else list(v)
+
+
 def val_tiles(cfg: AnchoredConfig) -> list[Any]:
-    """Whole val tiles with the coarse maps `idgbr benchmark quality` would make for them."""
+    """Whole val tiles with the coarse maps `idgbr benchmark quality` would make for them; with
+    several val recipes, each gets an equal share of the tiles, spread over the split, so the
+    best checkpoint is one that helps on mild and on strong errors alike."""
     from ..benchmarks.quality import load_tiles
-    from ..datasets import load_dataset
+    from ..datasets import TileDataset, load_dataset
 
     ds = load_dataset(cfg.data.dataset, "val", cfg.data.root)
-    return load_tiles(ds, cfg.data.val_recipe or cfg.data.recipes[0], 0, cfg.data.val_tiles, progress=False)
+    recipes = val_recipes(cfg)
+    picks = np.unique(np.linspace(0, len(ds) - 1, min(cfg.data.val_tiles, len(ds))).round().astype(int))
+    tiles = []
+    for r, recipe in enumerate(recipes):
+        part = TileDataset(ds.spec, ds.split, [ds.tiles[i] for i in picks[r::len(recipes)]])
+        tiles += load_tiles(part, recipe, 0, progress=False)
+    return tiles
 
 
 def refine_tiles(net: AnchoredRefinerNet, tiles: list[Any], steps: int, batch_size: int = 4) -> list[np.ndarray]:
@@ -300,7 +314,8 @@ def train(cfg: AnchoredConfig, resume: bool = False, report: Report = print) -> 
     sources = [CoarseSource(r) for r in cfg.data.recipes] + [CoarseSource(Path(d).name, Path(d)) for d in cfg.data.coarse]
     if not sources:
         raise InputError("data: give at least one recipe or coarse folder")
-    sampler = CropSampler(ds, sources, cfg.data.crop, cfg.data.variants, cfg.data.boundary_crops, t.seed)
+    sampler = CropSampler(ds, sources, cfg.data.crop, cfg.data.variants, cfg.data.boundary_crops, t.seed,
+                          cfg.data.weights)
     tiles = val_tiles(cfg)
     k = len(ds.classes)
     trainer = Trainer(cfg, k)
@@ -309,6 +324,9 @@ def train(cfg: AnchoredConfig, resume: bool = False, report: Report = print) -> 
             raise InputError(f"--resume: no checkpoint in {ckpt}")
         trainer.load(ckpt)
         report(f"resumed at step {trainer.step}")
+        if trainer.best is not None and trainer.best.get("val_recipes", val_recipes(cfg)[:1]) != val_recipes(cfg):
+            report(f"validation now on {val_recipes(cfg)}: the best score so far ({trainer.best['step']}) is not comparable, reset")
+            trainer.best = None
     elif ckpt.exists():
         raise InputError(f"{ckpt} exists: pass --resume to continue, or choose another 'out'")
     out.mkdir(parents=True, exist_ok=True)
@@ -337,6 +355,7 @@ def train(cfg: AnchoredConfig, resume: bool = False, report: Report = print) -> 
         if trainer.step % t.validate_every == 0 or trainer.step == t.steps:
             v = validate(trainer.ema_net(), tiles, k, cfg.sampling.steps)
             v["score"] = v["boundary_f3"] + v["wfm_band3"]
+            v["val_recipes"] = val_recipes(cfg)
             write({"step": trainer.step, "val": v})
             if trainer.best is None or v["score"] > trainer.best["score"]:
                 trainer.best = {**v, "step": trainer.step}
