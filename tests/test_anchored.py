@@ -53,7 +53,7 @@ def test_untrained_net_reproduces_the_coarse_map_exactly(mode):
     coarse[100:140, 20:90] = 2  # a third class, to exercise K > 2
     coarse[:8, :8] = 255  # no coarse data
     img = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32) / 255)
-    out = sample(net, img, torch.from_numpy(coarse)[None], steps=4, samples=3, generator=torch.Generator().manual_seed(1))
+    out = sample(net, img, torch.from_numpy(coarse)[None], steps=4, samples=3, generators=[torch.Generator().manual_seed(1)])
     pred = out.probs.argmax(1)[0].numpy()
     known = coarse != 255
     assert (pred[known] == coarse[known]).all()
@@ -186,3 +186,51 @@ def test_a_0075m_orthophoto_is_refined_at_the_models_gsd_and_returned_on_its_gri
     assert not any("outside model" in line for line in inside.summary)  # inside the range: its own pixels
     with rasterio.open(inside.refined) as r, rasterio.open(inside.coarse) as c:
         assert (r.read(1) == c.read(1)).all()
+
+
+def test_a_tiles_diffusion_noise_depends_on_its_grid_position_not_on_its_batch():
+    """What makes a cluster run equal the in-process run for a diffusion refiner: each tile's
+    noise is seeded by (seed, its row and column in the run's grid), whatever the batch or order."""
+    refiner = load_refiner("buildings-diffusion", samples=2)
+    tiles = [(image[:256, :256], coarsen(label, "buildings-old", tile_rng(0, tid), 2, gsd_m=0.15)[:256, :256])
+             for image, label, tid in _real_tiles(3)]
+    image = np.stack([t[0] for t in tiles]).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    coarse = np.stack([t[1] for t in tiles])
+    origins = np.array([[0, 0], [0, 192], [192, 0]])
+
+    def run(order: list[int], at: np.ndarray = origins) -> tuple[np.ndarray, np.ndarray]:
+        return refiner.predict_with_uncertainty(TileBatch(image[order], coarse[order], np.ones_like(coarse[order], bool),
+                                                          at[order]))
+
+    probs, unc = run([0, 1, 2])
+    assert unc.max() > 0  # two samples that differ: the noise matters
+    back_probs, back_unc = run([2, 1, 0])
+    assert np.array_equal(back_probs[::-1], probs) and np.array_equal(back_unc[::-1], unc)
+    alone = run([1])
+    assert np.array_equal(alone[0][0], probs[1]) and np.array_equal(alone[1][0], unc[1])
+    moved = run([1], np.array([[0, 0], [384, 0], [0, 0]]))
+    assert not np.array_equal(moved[0][0], probs[1])
+
+
+def test_recipe_odds_steer_the_crops_and_validation_splits_its_tiles_among_recipes(tmp_path):
+    from idgbr.anchored.data import CoarseSource, CropSampler
+    from idgbr.anchored.train import val_tiles
+
+    ds = load_dataset("buildings", "train")
+    few = type(ds)(ds.spec, ds.split, ds.tiles[:3])
+    sources = [CoarseSource("buildings-osm"), CoarseSource("buildings-old")]
+    only_old = CropSampler(few, sources, 64, variants=2, weights=[0.0, 1.0])
+    for step in range(4):
+        only_old.batch(step, 4)
+    assert {s for _, s, _ in only_old._cache} == {1}
+    with pytest.raises(ValueError, match="one non-negative odds per recipe"):
+        CropSampler(few, sources, 64, weights=[1.0])
+
+    cfg = _config(tmp_path, "diffusion")
+    cfg.data.val_recipe = ["buildings-osm", "buildings-old"]
+    tiles = val_tiles(cfg)
+    val = load_dataset("buildings", "val")
+    assert len(tiles) == 4 and len({t.tile_id for t in tiles}) == 4
+    for t, recipe in zip(tiles, ["buildings-osm", "buildings-osm", "buildings-old", "buildings-old"]):
+        i = val.tile_ids.index(t.tile_id)
+        assert np.array_equal(t.coarse, coarsen(t.gt, recipe, tile_rng(0, t.tile_id), 2, gsd_m=val.tiles[i].gsd_m))

@@ -40,7 +40,8 @@ def predict_batches(reader: ImageReader, origin: Window, coarse_ds: rasterio.Dat
         out: list[Prediction] = []
         if keep:
             batch = TileBatch(np.stack([images[i] for i in keep]), np.stack([coarses[i] for i in keep]),
-                              np.stack([valids[i] for i in keep]))
+                              np.stack([valids[i] for i in keep]),
+                              np.array([(batch_tiles[i].row, batch_tiles[i].col) for i in keep], np.int64))
             if with_uncertainty:
                 probs, unc = refiner.predict_with_uncertainty(batch)
                 probs = np.concatenate([probs, unc[:, None]], axis=1)

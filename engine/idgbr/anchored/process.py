@@ -17,6 +17,7 @@ truth: it learns to correct its first guess, the mismatch that froze the SegRefi
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,22 +49,29 @@ def _repeat(cond: Condition, n: int) -> Condition:
 
 @torch.no_grad()
 def sample(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, steps: int | None = None,
-           samples: int = 1, generator: torch.Generator | None = None) -> SampleOutput:
-    """Refine a batch (image (B, 3, H, W) in [0, 1], coarse (B, H, W) long). The discriminative
-    mode ignores `steps`, `samples` and the generator: one evaluation, no noise."""
+           samples: int = 1, generators: Sequence[torch.Generator] | None = None) -> SampleOutput:
+    """Refine a batch (image (B, 3, H, W) in [0, 1], coarse (B, H, W) long). Tile b's noise
+    comes from generators[b] alone (default: seeds 0 … B-1), so it does not depend on the other
+    tiles of the batch. The discriminative mode ignores `steps`, `samples` and the generators:
+    one evaluation, no noise."""
     cfg = net.config
     cond = net.encode(image, coarse)
     total = cfg.steps
     if cfg.mode == "discriminative":
         t = torch.full((len(coarse),), total, dtype=torch.long, device=coarse.device)
         return SampleOutput(torch.softmax(net.decode(cond, cond.state0, t), 1), None)
+    shape = cond.state0.shape[1:]
+    gens = list(generators) if generators is not None else [torch.Generator().manual_seed(b) for b in range(len(coarse))]
+    if len(gens) != len(coarse):
+        raise ValueError(f"{len(gens)} generators for a batch of {len(coarse)} tiles")
     cond = _repeat(cond, samples)
     eta = net.etas().tolist()
     ts = step_schedule(total, steps or total)
     kappa = cfg.kappa
 
-    def noise() -> torch.Tensor:
-        return torch.randn(cond.state0.shape, generator=generator, device="cpu").to(cond.state0)
+    def noise() -> torch.Tensor:  # (samples · B, K, H, W), ordered as `_repeat` orders the batch
+        per_tile = [torch.randn((samples, *shape), generator=g, device="cpu") for g in gens]
+        return torch.stack(per_tile, 1).reshape(-1, *shape).to(cond.state0)
 
     x = cond.state0 + kappa * noise()
     for i, t in enumerate(ts):
@@ -81,9 +89,11 @@ def sample(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, s
 
 
 def refine_arrays(net: AnchoredRefinerNet, image: np.ndarray, coarse: np.ndarray, steps: int | None = None,
-                  samples: int = 1, seed: int = 0, bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  samples: int = 1, seeds: Sequence[int] | None = None,
+                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """`sample` on numpy tiles of any size (image (B, 3, H, W) float in [0, 1], coarse (B, H, W)
-    class ids): replicate-padded to the network's multiple, cropped back; (probs, uncertainty)."""
+    class ids), tile b's noise seeded by seeds[b] (default b): replicate-padded to the network's
+    multiple, cropped back; (probs, uncertainty)."""
     h, w = coarse.shape[1:]
     m = net.multiple
     pad = (0, -w % m, 0, -h % m)
@@ -91,7 +101,8 @@ def refine_arrays(net: AnchoredRefinerNet, image: np.ndarray, coarse: np.ndarray
     img = F.pad(torch.from_numpy(np.ascontiguousarray(image, np.float32)), pad, mode="replicate")
     c = F.pad(torch.from_numpy(coarse.astype(np.float32))[:, None], pad, mode="replicate")[:, 0].long()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        out = sample(net, img.to(device), c.to(device), steps, samples, torch.Generator().manual_seed(seed))
+        gens = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
+        out = sample(net, img.to(device), c.to(device), steps, samples, gens)
     probs = out.probs[..., :h, :w].float().cpu().numpy()
     unc = None if out.uncertainty is None else out.uncertainty[..., :h, :w].float().cpu().numpy()
     return probs, unc

@@ -3,7 +3,8 @@
 Tiles whose coarse map has no boundary are returned as the coarse map without running the
 network (most tiles of a large orthophoto are all background or all field interior).
 Options: `steps` (diffusion steps, default the card's), `samples` (several give the
-uncertainty), `seed`, `gate` (a pixel leaves its coarse class only when the refined
+uncertainty), `seed` (with the tile's position in the run's grid it seeds the tile's noise, so a
+diffusion run gives the same result in-process and on a cluster, whatever the blocks), `gate` (a pixel leaves its coarse class only when the refined
 probability of its new class exceeds this; 0.5: no gate), `precision` ("auto": bfloat16 on CPUs with native bf16 support — the
 same argmax as float32 on the val tiles checked, 1.5× faster — else float32; "fp32")."""
 from __future__ import annotations
@@ -86,8 +87,6 @@ class AnchoredRefiner:
         return probs
 
     def _run(self, batch: TileBatch) -> tuple[np.ndarray, np.ndarray]:
-        from ..anchored.process import refine_arrays
-
         probs = self._prior(batch.coarse)
         unc = np.zeros((len(batch),) + batch.coarse.shape[1:], np.float32)
         c = batch.coarse
@@ -95,8 +94,10 @@ class AnchoredRefiner:
         changes = ((c[:, 1:] != c[:, :-1]) & known[:, 1:] & known[:, :-1]).any((1, 2)) | \
                   ((c[:, :, 1:] != c[:, :, :-1]) & known[:, :, 1:] & known[:, :, :-1]).any((1, 2))
         todo = np.flatnonzero(changes)
+        origins = batch.origins if batch.origins is not None else np.stack([np.zeros(len(c), np.int64),
+                                                                             np.arange(len(c))], 1)
         if todo.size:
-            p, u = refine_arrays(self.net, batch.image[todo], c[todo], self.steps, self.samples, self.seed, self.bf16)
+            p, u = self._refine(batch.image[todo], c[todo], [tile_seed(self.seed, o) for o in origins[todo]])
             if self.gate > 0.5:  # changes the model is not sure of fall back to the coarse class
                 cc = c[todo]
                 doubtful = (p.argmax(1) != cc) & (p.max(1) < self.gate) & (cc != NO_COARSE)
@@ -105,6 +106,25 @@ class AnchoredRefiner:
             if u is not None:
                 unc[todo] = u
         return probs, unc
+
+
+    def _refine(self, image: np.ndarray, coarse: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """On CPU one tile per network call: as fast as batches of 4 (measured), and a tile's
+        numbers then cannot depend on its batch neighbours (fp32 kernels differ by batch size
+        in the last bit)."""
+        from ..anchored.process import refine_arrays
+
+        if self.device != "cpu":
+            return refine_arrays(self.net, image, coarse, self.steps, self.samples, seeds, self.bf16)
+        parts = [refine_arrays(self.net, image[i:i + 1], coarse[i:i + 1], self.steps, self.samples, seeds[i:i + 1],
+                               self.bf16) for i in range(len(coarse))]
+        unc = None if parts[0][1] is None else np.concatenate([u for _, u in parts])
+        return np.concatenate([p for p, _ in parts]), unc
+
+
+def tile_seed(seed: int, origin: np.ndarray) -> int:
+    """A noise seed for the tile at grid position `origin` (row, col) of a run seeded `seed`."""
+    return int(np.random.SeedSequence([seed, *(int(v) for v in origin)]).generate_state(1, np.uint64)[0]) >> 1
 
 
 def _cpu_bf16() -> bool:

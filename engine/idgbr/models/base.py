@@ -20,11 +20,15 @@ class TileBatch:
     image: (B, 3, H, W) float32 in [0, 1] (the pipeline's scaling; refiners normalise further
     as their card says). coarse: (B, H, W) uint8 class ids, NO_COARSE where unknown.
     valid: (B, H, W) bool, False on image NoData and padding.
+    origins: (B, 2) int64, each tile's (row, col) in the run's tile grid, or None (tiles not
+    from a run's grid). Refiners that draw noise seed it from these, so a tile's result does not
+    depend on its batch or on the order in which tiles (or a cluster's blocks) are computed.
     """
 
     image: np.ndarray
     coarse: np.ndarray
     valid: np.ndarray
+    origins: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.image.shape[0]

@@ -70,7 +70,7 @@ class ResampledRefiner:
                               **({} if self.factor < 1 else {"align_corners": False}))
         coarse = F.interpolate(torch.from_numpy(batch.coarse[:, None].astype(np.float32)), size=size, mode="nearest")
         valid = F.interpolate(torch.from_numpy(batch.valid[:, None].astype(np.float32)), size=size, mode="nearest")
-        return TileBatch(image.numpy(), coarse[:, 0].numpy().astype(np.uint8), valid[:, 0].numpy() > 0)
+        return TileBatch(image.numpy(), coarse[:, 0].numpy().astype(np.uint8), valid[:, 0].numpy() > 0, batch.origins)
 
     @staticmethod
     def _back(probs: np.ndarray, batch: TileBatch, normalise: bool = True) -> np.ndarray:
