@@ -111,14 +111,17 @@ class AnchoredRefinerNet(ModelMixin, ConfigMixin):
         t = torch.arange(self.config.steps + 1, dtype=torch.float32)
         return (t / self.config.steps) ** self.config.eta_power
 
-    def encode(self, image: torch.Tensor, coarse: torch.Tensor) -> Condition:
-        """image (B, 3, H, W) in [0, 1], coarse (B, H, W) long class ids (255: unknown)."""
-        k, band_px = self.config.num_classes, self.config.band_px
+    def encode(self, image: torch.Tensor, coarse: torch.Tensor, band_px: int | None = None) -> Condition:
+        """image (B, 3, H, W) in [0, 1], coarse (B, H, W) long class ids (255: unknown).
+        `band_px` narrows the band the output may change in (default: the trained band)."""
+        k, trained = self.config.num_classes, self.config.band_px
+        if band_px is not None and not 0 <= band_px <= trained:
+            raise ValueError(f"band_px must be 0..{trained} (the trained band), got {band_px}")
         onehot = coarse_one_hot(coarse, k)
-        dist = boundary_distance(coarse, band_px)[:, None]
+        dist = boundary_distance(coarse, trained)[:, None]
         grey = image.mean(1, keepdim=True)
         grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), self.sobel).norm(dim=1, keepdim=True)
-        x = torch.cat([(image - 0.5) / 0.25, onehot, dist.clamp(max=band_px) / band_px, grad * 8], 1)
+        x = torch.cat([(image - 0.5) / 0.25, onehot, dist.clamp(max=trained) / trained, grad * 8], 1)
         feats = []
         h = self.stem(x)
         for i, block in enumerate(self.enc):
@@ -126,7 +129,7 @@ class AnchoredRefinerNet(ModelMixin, ConfigMixin):
                 h = self.down[i - 1](h)
             h = block(h)
             feats.append(h)
-        band = (dist <= band_px).float()
+        band = (dist <= (trained if band_px is None else band_px)).float()
         return Condition(feats, self.config.prior_logit * onehot, band, 2 * onehot - 1)
 
     def decode(self, cond: Condition, state: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

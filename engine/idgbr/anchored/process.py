@@ -49,13 +49,14 @@ def _repeat(cond: Condition, n: int) -> Condition:
 
 @torch.no_grad()
 def sample(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, steps: int | None = None,
-           samples: int = 1, generators: Sequence[torch.Generator] | None = None) -> SampleOutput:
+           samples: int = 1, generators: Sequence[torch.Generator] | None = None,
+           band_px: int | None = None) -> SampleOutput:
     """Refine a batch (image (B, 3, H, W) in [0, 1], coarse (B, H, W) long). Tile b's noise
     comes from generators[b] alone (default: seeds 0 … B-1), so it does not depend on the other
-    tiles of the batch. The discriminative mode ignores `steps`, `samples` and the generators:
-    one evaluation, no noise."""
+    tiles of the batch. `band_px` narrows the band of pixels that may change. The discriminative
+    mode ignores `steps`, `samples` and the generators: one evaluation, no noise."""
     cfg = net.config
-    cond = net.encode(image, coarse)
+    cond = net.encode(image, coarse, band_px)
     total = cfg.steps
     if cfg.mode == "discriminative":
         t = torch.full((len(coarse),), total, dtype=torch.long, device=coarse.device)
@@ -89,8 +90,8 @@ def sample(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, s
 
 
 def refine_arrays(net: AnchoredRefinerNet, image: np.ndarray, coarse: np.ndarray, steps: int | None = None,
-                  samples: int = 1, seeds: Sequence[int] | None = None,
-                  bf16: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  samples: int = 1, seeds: Sequence[int] | None = None, bf16: bool = False,
+                  band_px: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """`sample` on numpy tiles of any size (image (B, 3, H, W) float in [0, 1], coarse (B, H, W)
     class ids), tile b's noise seeded by seeds[b] (default b): replicate-padded to the network's
     multiple, cropped back; (probs, uncertainty)."""
@@ -102,7 +103,7 @@ def refine_arrays(net: AnchoredRefinerNet, image: np.ndarray, coarse: np.ndarray
     c = F.pad(torch.from_numpy(coarse.astype(np.float32))[:, None], pad, mode="replicate")[:, 0].long()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         gens = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
-        out = sample(net, img.to(device), c.to(device), steps, samples, gens)
+        out = sample(net, img.to(device), c.to(device), steps, samples, gens, band_px)
     probs = out.probs[..., :h, :w].float().cpu().numpy()
     unc = None if out.uncertainty is None else out.uncertainty[..., :h, :w].float().cpu().numpy()
     return probs, unc
