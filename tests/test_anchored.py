@@ -237,18 +237,18 @@ def test_recipe_odds_steer_the_crops_and_validation_splits_its_tiles_among_recip
         assert np.array_equal(t.coarse, coarsen(t.gt, recipe, tile_rng(0, t.tile_id), 2, gsd_m=val.tiles[i].gsd_m))
 
 
-def test_a_narrow_band_keeps_every_change_near_the_coarse_boundary():
-    """`band`: how far a boundary may move. With 3 px, nothing farther than 3 px (chessboard)
+def test_a_short_reach_keeps_every_change_near_the_coarse_boundary():
+    """`reach`: how far a boundary may move. With 3 px, nothing farther than 3 px (chessboard)
     from a coarse boundary changes; beyond the trained band it is refused."""
     (image, label, tid), = _real_tiles(1)
     coarse = coarsen(label, "buildings-old", tile_rng(0, tid), 2, gsd_m=0.15)
     batch = TileBatch(image.transpose(2, 0, 1)[None].astype(np.float32) / 255, coarse[None],
                       np.ones((1,) + coarse.shape, bool))
     full = load_refiner("buildings").predict(batch)[0].argmax(0)
-    narrow = load_refiner("buildings", band=3).predict(batch)[0].argmax(0)
+    narrow = load_refiner("buildings", reach=3).predict(batch)[0].argmax(0)
     dist = boundary_distance(torch.from_numpy(coarse.astype(np.int64))[None], 16)[0].numpy()
     assert (full != coarse)[dist > 3].any()  # the full band moves boundaries farther than 3 px here
     assert not (narrow != coarse)[dist > 3].any()
     assert (narrow != coarse).any()
-    with pytest.raises(InputError, match="band must be 1..16"):
-        load_refiner("buildings", band=17)
+    with pytest.raises(InputError, match="reach must be 1..16"):
+        load_refiner("buildings", reach=17)

@@ -60,7 +60,7 @@ def test_refine_and_vectorize_through_processing_run(processing, mosaic, tmp_pat
 
     algorithm = QgsApplication.processingRegistry().algorithmById("idgbr:refine")
     advanced = {p.name() for p in algorithm.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert {"STEPS", "GUIDANCE", "SAMPLES", "BAND", "TILE_SIZE", "BATCH_SIZE", "MIN_AREA", "SCHEDULER",
+    assert {"STEPS", "GUIDANCE", "SAMPLES", "REACH", "TILE_SIZE", "BATCH_SIZE", "MIN_AREA", "SCHEDULER",
             "BLOCK_SIZE"} <= advanced
 
 

@@ -35,7 +35,7 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
     STEPS, GUIDANCE, SAMPLES, TILE_SIZE, OVERLAP, BATCH_SIZE = ("STEPS", "GUIDANCE", "SAMPLES", "TILE_SIZE",
                                                                  "OVERLAP", "BATCH_SIZE")
     SIMPLIFY, MIN_AREA, REGULARIZE, SEED, OUTPUT = "SIMPLIFY", "MIN_AREA", "REGULARIZE", "SEED", "OUTPUT"
-    SCHEDULER, BLOCK_SIZE, BAND = "SCHEDULER", "BLOCK_SIZE", "BAND"
+    SCHEDULER, BLOCK_SIZE, REACH = "SCHEDULER", "BLOCK_SIZE", "REACH"
 
     def name(self) -> str:
         return "refine"
@@ -83,7 +83,7 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                                          minValue=0),
             QgsProcessingParameterNumber(self.SAMPLES, "Samples per tile (>1: uncertainty raster)", Int, 1,
                                          minValue=1),
-            QgsProcessingParameterNumber(self.BAND, "How far a boundary may move, px at the model's resolution "
+            QgsProcessingParameterNumber(self.REACH, "Reach: how far a boundary may move, px at the model's resolution "
                                                     "(0: model default; 2-4 for layers already close)", Int, 0,
                                          minValue=0),
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (0: model default)", Int, 0, minValue=0,
@@ -138,7 +138,7 @@ class RefineAlgorithm(QgsProcessingAlgorithm):
                 aoi = (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())
             options = {k: v for k, v in (("steps", count(self.STEPS)), ("guidance", number(self.GUIDANCE)),
                                          ("samples", count(self.SAMPLES) if count(self.SAMPLES) > 1 else 0),
-                                         ("band", count(self.BAND))) if v}
+                                         ("reach", count(self.REACH))) if v}
             result = idgbr.refine(
                 layer_path(image), layer_path(coarse) if coarse else None,
                 self.parameterAsString(parameters, self.MODEL_FOLDER, context)

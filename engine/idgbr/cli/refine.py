@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sampling.add_argument("--guidance", type=float, help="classifier-free guidance weight (1 = none)")
     sampling.add_argument("--sampler", choices=["ddim", "ddim-trailing", "dpm++"], help="sampling scheme")
     sampling.add_argument("--samples", type=int, help="samples per tile; > 1 also writes uncertainty.tif")
-    sampling.add_argument("--band", type=int, metavar="PX",
+    sampling.add_argument("--reach", type=int, metavar="PX",
                           help="anchored models: how far (px at the model's GSD) a boundary may move, at most "
                                "the trained band (16, the default); 2-4 for layers already close to the image")
     p.add_argument("--simplify", type=float, default=1.0, help="polygon simplification tolerance; shared "
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import refine
 
     regularize = () if args.no_regularize else args.regularize
-    options = {k: getattr(args, k) for k in ("steps", "guidance", "sampler", "samples", "band") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("steps", "guidance", "sampler", "samples", "reach") if getattr(args, k) is not None}
     # The bar appears with the first progress report, so a refused input prints only its error.
     with logging_redirect_tqdm(), contextlib.ExitStack() as stack:
         bars: list[tqdm] = []

@@ -6,9 +6,9 @@ Options: `steps` (diffusion steps, default the card's), `samples` (several give 
 uncertainty), `seed` (with the tile's position in the run's grid it seeds the tile's noise, so a
 diffusion run gives the same result in-process and on a cluster, whatever the blocks), `gate` (a pixel leaves its coarse class only when the refined
 probability of its new class exceeds this; 0.5: no gate), `precision` ("auto": bfloat16 on CPUs with native bf16 support — the
-same argmax as float32 on the val tiles checked, 1.5× faster — else float32; "fp32"), `band`
+same argmax as float32 on the val tiles checked, 1.5× faster — else float32; "fp32"), `reach`
 (pixels, at the model's GSD, that a boundary may move: at most the trained band, its default; a
-narrow band suits layers that are already close, e.g. recent OSM outlines, see
+short reach suits layers that are already close, e.g. recent OSM outlines, see
 docs/anchored_refiner.md)."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .base import NO_COARSE, TileBatch, one_hot
 from .card import ModelCard
 from .registry import register_refiner
 
-OPTIONS = ("steps", "samples", "seed", "precision", "gate", "band")
+OPTIONS = ("steps", "samples", "seed", "precision", "gate", "reach")
 
 
 @register_refiner("anchored")
@@ -52,9 +52,9 @@ class AnchoredRefiner:
         if not 0.5 <= self.gate < 1.0:
             raise InputError(f"model {card.name!r}: gate must be in [0.5, 1), got {self.gate}")
         trained = int(self.net.config.band_px)
-        self.band = trained if chosen.get("band") is None else int(chosen["band"])
-        if not 1 <= self.band <= trained:
-            raise InputError(f"model {card.name!r}: band must be 1..{trained} px (the trained band), got {self.band}")
+        self.reach = trained if chosen.get("reach") is None else int(chosen["reach"])
+        if not 1 <= self.reach <= trained:
+            raise InputError(f"model {card.name!r}: reach must be 1..{trained} px (the trained band), got {self.reach}")
         precision = chosen.get("precision") or "auto"
         if precision not in ("auto", "fp32"):
             raise InputError(f"model {card.name!r}: precision must be auto or fp32, not {precision!r}")
@@ -73,7 +73,7 @@ class AnchoredRefiner:
                 "precision": "bf16" if self.bf16 else "fp32",
                 **({"steps": self.steps, "samples": self.samples, "seed": self.seed} if self.diffusion else {}),
                 **({"gate": self.gate} if self.gate > 0.5 else {}),
-                **({"band_px": self.band} if self.band < self.net.config.band_px else {})}
+                **({"reach_px": self.reach} if self.reach < self.net.config.band_px else {})}
 
     def bind_classes(self, num_classes: int) -> None:
         self.card.check_classes(num_classes)
@@ -123,9 +123,9 @@ class AnchoredRefiner:
         from ..anchored.process import refine_arrays
 
         if self.device != "cpu":
-            return refine_arrays(self.net, image, coarse, self.steps, self.samples, seeds, self.bf16, self.band)
+            return refine_arrays(self.net, image, coarse, self.steps, self.samples, seeds, self.bf16, self.reach)
         parts = [refine_arrays(self.net, image[i:i + 1], coarse[i:i + 1], self.steps, self.samples, seeds[i:i + 1],
-                               self.bf16, self.band) for i in range(len(coarse))]
+                               self.bf16, self.reach) for i in range(len(coarse))]
         unc = None if parts[0][1] is None else np.concatenate([u for _, u in parts])
         return np.concatenate([p for p, _ in parts]), unc
 
