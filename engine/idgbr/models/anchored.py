@@ -4,9 +4,10 @@ Tiles whose coarse map has no boundary are returned as the coarse map without ru
 network (most tiles of a large orthophoto are all background or all field interior).
 Options: `steps` (diffusion steps, default the card's), `samples` (several give the
 uncertainty), `seed` (with the tile's position in the run's grid it seeds the tile's noise, so a
-diffusion run gives the same result in-process and on a cluster, whatever the blocks), `gate` (a pixel leaves its coarse class only when the refined
-probability of its new class exceeds this; 0.5: no gate), `precision` ("auto": bfloat16 on CPUs with native bf16 support — the
-same argmax as float32 on the val tiles checked, 1.5× faster — else float32; "fp32"), `reach`
+diffusion run gives the same result in-process and on a cluster, whatever the blocks), `gate` (a
+pixel leaves its coarse class only when the refined probability of its new class exceeds this;
+0.5: no gate), `precision` ("auto": bfloat16 on CPUs with native bf16 support — the same argmax
+as float32 on the val tiles checked, 1.5× faster — else float32; "fp32"), `reach`
 (pixels, at the model's GSD, that a boundary may move: at most the trained band, its default; a
 short reach suits layers that are already close, e.g. recent OSM outlines, see
 docs/anchored_refiner.md)."""
@@ -114,7 +115,6 @@ class AnchoredRefiner:
             if u is not None:
                 unc[todo] = u
         return probs, unc
-
 
     def _refine(self, image: np.ndarray, coarse: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         """On CPU one tile per network call: as fast as batches of 4 (measured), and a tile's
