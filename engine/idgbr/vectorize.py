@@ -32,8 +32,11 @@ Design, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -66,6 +69,7 @@ REGULARIZE_MIN_EDGE_PX = 2.0  # wall runs shorter than this are folded into thei
 REGULARIZE_MAX_AREA_CHANGE = 0.3
 REGULARIZE_MARGIN_PX = 8.0  # a squared outline stays within this distance of the original's box
 CHANGE_BITS = 15  # a change is polygonized as the value from_class << CHANGE_BITS | to_class
+CLASS_FIELDS = {"class_id": "int32", "class_name": str, "area_m2": float, "perimeter_m": float}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,48 +80,46 @@ def vectorize(class_raster: str | Path, out_path: str | Path, layer: str = "refi
               classes: list[ClassInfo] | None = None, skip_classes: tuple[int, ...] = (),
               simplify: float = 0.0, simplify_units: str = "px", min_area_m2: float = 0.0,
               regularize_classes: tuple[int, ...] = (), progress: Progress | None = None,
-              cancel: CancelCheck | None = None, strip_rows: int | None = None) -> dict[int, float]:
+              cancel: CancelCheck | None = None, strip_rows: int | None = None,
+              bands: Bands | None = None) -> dict[int, float]:
     """Write the polygons of a class raster to `layer` of the GeoPackage `out_path` (other layers
     of an existing file are kept; a layer of that name is replaced). Returns the area in m² of
-    what was written, per class id."""
+    what was written, per class id. With `bands` (a Dask cluster: distributed.DaskBands), the
+    strips are polygonized there, in bands of whole strips, and only the polygons that cross a
+    strip line are merged here: the same strips and the same merges, so the same layer."""
     if simplify < 0 or min_area_m2 < 0:
         raise InputError("simplify tolerance and minimum area must not be negative")
     if simplify_units not in ("px", "map"):
         raise InputError(f"simplify units must be 'px' or 'map', got {simplify_units!r}")
-    skip, squared = {int(c) for c in skip_classes}, {int(c) for c in regularize_classes}
-    hidden = skip | {int(NONE)}
-    name = _namer(classes)
+    job = ClassPolygons(str(class_raster), frozenset(int(c) for c in skip_classes),
+                        frozenset(int(c) for c in regularize_classes), simplify, simplify_units, min_area_m2,
+                        tuple(classes) if classes is not None else None)
     with _open_class_raster(class_raster) as src:
-        ground = _Ground(src)
-        tol_px = simplify if simplify_units == "px" else simplify / ground.pixel_size_map
-        sieve_px = math.ceil(min_area_m2 / ground.pixel_area_m2) if min_area_m2 > 0 else 0
-        halo = min(max(sieve_px, MIN_HALO_ROWS), MAX_HALO_ROWS) if sieve_px > 1 else 0
-
-        def read(r0: int, r1: int) -> np.ndarray:
-            h0, h1 = max(0, r0 - halo), min(src.height, r1 + halo)
-            window = Window(0, h0, src.width, h1 - h0)
-            values = src.read(1, window=window).astype(np.int32)
-            valid = src.read_masks(1, window=window) > 0
-            if sieve_px > 1:
-                values = sieve(values, sieve_px, mask=valid, connectivity=4)
-            values[~valid] = NONE
-            return values[r0 - h0:r1 - h0]
-
+        here = _ClassLayer(job, src)
+        rows = strip_rows or _default_strip_rows(src.width)
+        strips = [(r0, min(r0 + rows, src.height)) for r0 in range(0, src.height, rows)]
+        if bands is None:
+            polygonized: Generator[list[StripPolygons], None, None] = ([here.polygonize(r0, r1)]
+                                                                        for r0, r1 in strips)
+        else:
+            per_band = max(1, round(bands.pixels / (src.width * rows)))
+            polygonized = bands.map(polygonize_band, job, [strips[i:i + per_band]
+                                                           for i in range(0, len(strips), per_band)], cancel)
+        seams = _Seams(src.width, src.height, here.tol_px, here.hidden, set(job.squared))
         areas: dict[int, float] = {}
-        fields = {"class_id": "int32", "class_name": str, "area_m2": float, "perimeter_m": float}
-        with _LayerWriter(out_path, layer, src.crs.to_wkt(), fields) as writer:
-            batches = _polygons(read, src.width, src.height, strip_rows or _default_strip_rows(src.width),
-                                tol_px, hidden, squared, progress, cancel)
-            for values, geoms, complete in batches:
-                keep = complete & ~np.isin(values, list(hidden))
-                out = _regularized(values, geoms, keep, squared, skip, ground.aspect) if squared else geoms[keep]
-                map_geoms = ground.to_map(out)
-                area, perimeter = ground.measure(map_geoms)
-                ids = values[keep]
-                writer.write(map_geoms, {"class_id": ids, "class_name": [name(v) for v in ids],
-                                         "area_m2": area, "perimeter_m": perimeter})
-                for v, a in zip(ids.tolist(), area.tolist()):
-                    areas[v] = areas.get(v, 0.0) + a
+        # Closed on leaving: a failure or a cancel here stops the bands still running.
+        with _LayerWriter(out_path, layer, src.crs.to_wkt(), CLASS_FIELDS) as writer, contextlib.closing(polygonized):
+            for band in polygonized:
+                for strip in band:
+                    if cancel is not None and cancel():
+                        raise Cancelled("vectorizing cancelled")
+                    merged = here.features(*seams.merge(strip.r0, strip.r1, strip.values, strip.geoms))
+                    for geoms, columns in ((strip.final, strip.columns), merged):
+                        writer.write(geoms, columns)
+                        for v, a in zip(columns["class_id"].tolist(), columns["area_m2"].tolist()):
+                            areas[v] = areas.get(v, 0.0) + a
+                    if progress is not None:
+                        progress(strip.r1 / src.height, f"vectorized {strip.r1} of {src.height} rows")
     return dict(sorted(areas.items()))
 
 
@@ -190,6 +192,103 @@ def regularize(polygon: Polygon, min_edge: float = REGULARIZE_MIN_EDGE_PX,
 
 
 # ---------------------------------------------------------------------------------------------
+# Class polygons, strip by strip, here or on workers
+
+
+@dataclass(frozen=True)
+class ClassPolygons:
+    """What polygonizing a strip of a class raster needs (plain values: it is sent to workers)."""
+
+    raster: str
+    skip: frozenset[int]
+    squared: frozenset[int]  # classes regularized
+    simplify: float
+    simplify_units: str
+    min_area_m2: float
+    classes: tuple[ClassInfo, ...] | None
+
+
+@dataclass
+class StripPolygons:
+    """A strip polygonized on its own: its final polygons as features ready to write (map
+    coordinates, CLASS_FIELDS columns), and in pixel coordinates the polygons that cross a strip
+    line, for _Seams. Pickled with the geometries as WKB, in bulk (results of Dask tasks)."""
+
+    r0: int
+    r1: int
+    final: np.ndarray
+    columns: dict[str, np.ndarray]
+    values: np.ndarray
+    geoms: np.ndarray
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**vars(self), "final": shapely.to_wkb(self.final), "geoms": shapely.to_wkb(self.geoms)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state, final=shapely.from_wkb(state["final"]), geoms=shapely.from_wkb(state["geoms"]))
+
+
+class Bands(Protocol):
+    """Runs polygonize_band on bands of whole strips elsewhere (distributed.DaskBands)."""
+
+    pixels: int  # a band holds about this many pixels, at least one strip
+
+    def map(self, fn: Callable[[ClassPolygons, list[tuple[int, int]]], list[StripPolygons]], job: ClassPolygons,
+            bands: list[list[tuple[int, int]]],
+            cancel: CancelCheck | None) -> Generator[list[StripPolygons], None, None]:
+        """fn(job, band) for every band, the results in band order."""
+        ...
+
+
+def polygonize_band(job: ClassPolygons, strips: list[tuple[int, int]]) -> list[StripPolygons]:
+    """Polygonize a band of strips (a worker's task): each strip exactly as vectorize does."""
+    with _open_class_raster(job.raster) as src:
+        layer = _ClassLayer(job, src)
+        return [layer.polygonize(r0, r1) for r0, r1 in strips]
+
+
+class _ClassLayer:
+    """A ClassPolygons job on its open raster: sieved strips, polygonized, and features to write."""
+
+    def __init__(self, job: ClassPolygons, src: rasterio.DatasetReader) -> None:
+        self.job, self.src = job, src
+        self.ground = _Ground(src)
+        self.tol_px = job.simplify if job.simplify_units == "px" else job.simplify / self.ground.pixel_size_map
+        self.sieve_px = math.ceil(job.min_area_m2 / self.ground.pixel_area_m2) if job.min_area_m2 > 0 else 0
+        self.halo = min(max(self.sieve_px, MIN_HALO_ROWS), MAX_HALO_ROWS) if self.sieve_px > 1 else 0
+        self.hidden = set(job.skip) | {int(NONE)}
+        self.name = _namer(list(job.classes) if job.classes is not None else None)
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        h0, h1 = max(0, r0 - self.halo), min(self.src.height, r1 + self.halo)
+        window = Window(0, h0, self.src.width, h1 - h0)
+        values = self.src.read(1, window=window).astype(np.int32)
+        valid = self.src.read_masks(1, window=window) > 0
+        if self.sieve_px > 1:
+            values = sieve(values, self.sieve_px, mask=valid, connectivity=4)
+        values[~valid] = NONE
+        return values[r0 - h0:r1 - h0]
+
+    def polygonize(self, r0: int, r1: int) -> StripPolygons:
+        values, geoms, crossing = _strip_polygons(self.read, r0, r1, self.src.height, self.tol_px)
+        final, columns = self.features(values, geoms, ~crossing)
+        return StripPolygons(r0, r1, final, columns, values[crossing], geoms[crossing])
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The complete polygons of a batch that are written, regularized, in map coordinates,
+        with their CLASS_FIELDS columns."""
+        keep = complete & ~np.isin(values, list(self.hidden))
+        squared, skip = set(self.job.squared), set(self.job.skip)
+        out = _regularized(values, geoms, keep, squared, skip, self.ground.aspect) if squared else geoms[keep]
+        map_geoms = self.ground.to_map(out)
+        area, perimeter = self.ground.measure(map_geoms)
+        ids = values[keep]
+        return map_geoms, {"class_id": ids, "class_name": np.array([self.name(v) for v in ids], dtype=object),
+                           "area_m2": area, "perimeter_m": perimeter}
+
+
+# ---------------------------------------------------------------------------------------------
 # Strip-wise polygonization
 
 
@@ -201,38 +300,56 @@ def _polygons(read: Callable[[int, int], np.ndarray], width: int, height: int, s
     polygons that are final (each polygon is final in exactly one batch); the others are context,
     the neighbours of the final ones. `hidden` values are never written, `squared` ones will be
     regularized (see _fill_holes)."""
-    pending_values, pending = np.empty(0, np.int32), np.empty(0, object)
+    seams = _Seams(width, height, tol_px, hidden, squared)
     for r0 in range(0, height, strip_rows):
         if cancel is not None and cancel():
             raise Cancelled("vectorizing cancelled")
         r1 = min(r0 + strip_rows, height)
-        values, geoms = _polygonize_strip(read(r0, r1), r0)
-        if tol_px > 0:
-            values, geoms = _simplify_coverage(values, geoms, tol_px)
-        _, top, _, bottom = shapely.bounds(geoms).T
-        crossing = ((top == r0) & (r0 > 0)) | ((bottom == r1) & (r1 < height))
+        values, geoms, crossing = _strip_polygons(read, r0, r1, height, tol_px)
         yield values, geoms, ~crossing
-        # Dissolve the pending polygons with their same-class neighbours across the line at r0.
-        values, geoms = _dissolve(np.concatenate([pending_values, values[crossing]]),
-                                  np.concatenate([pending, geoms[crossing]]))
-        if tol_px > 0 and len(geoms):
-            values, geoms = _simplify_coverage(values, geoms, tol_px)
-        at_front = (shapely.bounds(geoms)[:, 3] == r1) & (r1 < height)
-        yield values, geoms, ~at_front
-        pending_values, pending = values[at_front], _fill_holes(values[at_front], geoms[at_front], hidden,
-                                                                squared, width, r1)
+        yield seams.merge(r0, r1, values[crossing], geoms[crossing])
         if progress is not None:
             progress(r1 / height, f"vectorized {r1} of {height} rows")
 
 
-def _polygonize_strip(values: np.ndarray, row_off: int) -> tuple[np.ndarray, np.ndarray]:
-    """All 4-connected regions of a strip (NONE included) as polygons in pixel coordinates, that
-    is with the strip's window transform on the pixel grid, so that vertices are exact integers."""
-    found: list[tuple[int, Polygon]] = [(int(v), shapely.geometry.shape(g)) for g, v in
-                                        shapes(values, connectivity=4, transform=Affine.translation(0, row_off))]
+def _strip_polygons(read: Callable[[int, int], np.ndarray], r0: int, r1: int, height: int,
+                    tol_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The polygons of rows r0..r1 on their own: (values, polygons, crossing), `crossing` marking
+    those that touch a strip line and wait for the neighbouring strip (_Seams). Depends on this
+    strip alone: the part of the work that runs anywhere, in any order. All 4-connected regions
+    (NONE included) are polygonized with the strip's window transform on the pixel grid, so that
+    vertices are exact integers."""
+    found = [(int(v), shapely.geometry.shape(g))
+             for g, v in shapes(read(r0, r1), connectivity=4, transform=Affine.translation(0, r0))]
     geoms = np.empty(len(found), dtype=object)
     geoms[:] = [g for _, g in found]
-    return np.array([v for v, _ in found], dtype=np.int32), geoms
+    values = np.array([v for v, _ in found], dtype=np.int32)
+    if tol_px > 0:
+        values, geoms = _simplify_coverage(values, geoms, tol_px)
+    _, top, _, bottom = shapely.bounds(geoms).T
+    return values, geoms, ((top == r0) & (r0 > 0)) | ((bottom == r1) & (r1 < height))
+
+
+class _Seams:
+    """The polygons that cross strip lines, merged strip after strip (in order, in one place):
+    pending polygons, touching the line at the front, are dissolved with their same-class
+    neighbours of the next strip and re-simplified; those no longer at the front are final."""
+
+    def __init__(self, width: int, height: int, tol_px: float, hidden: set[int], squared: set[int]) -> None:
+        self.width, self.height, self.tol_px, self.hidden, self.squared = width, height, tol_px, hidden, squared
+        self.values, self.pending = np.empty(0, np.int32), np.empty(0, object)
+
+    def merge(self, r0: int, r1: int, values: np.ndarray,
+              geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Take the crossing polygons of strip r0..r1 (after the strips above it); returns the
+        (values, polygons, complete) batch of what the merge settled, as _polygons yields it."""
+        values, geoms = _dissolve(np.concatenate([self.values, values]), np.concatenate([self.pending, geoms]))
+        if self.tol_px > 0 and len(geoms):
+            values, geoms = _simplify_coverage(values, geoms, self.tol_px)
+        at_front = (shapely.bounds(geoms)[:, 3] == r1) & (r1 < self.height)
+        self.values, self.pending = values[at_front], _fill_holes(values[at_front], geoms[at_front], self.hidden,
+                                                                  self.squared, self.width, r1)
+        return values, geoms, ~at_front
 
 
 def _dissolve(values: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
