@@ -93,28 +93,33 @@ def test_local_cluster_gives_the_in_process_result(scene, reference, tmp_path) -
 
 
 def test_vectorizing_on_the_cluster_gives_the_in_process_polygons(reference, cluster, tmp_path) -> None:
-    """The class polygons of the refined raster, polygonized in bands of 4 strips on the cluster's
-    workers and merged across strip lines here, are the in-process ones: same features, same
-    order, same geometries (sieving, coverage simplification and squaring included)."""
+    """The class and change polygons of the refined raster, polygonized in bands of 4 strips on the
+    cluster's workers and merged across strip lines here, are the in-process ones: same features,
+    same order, same geometries (sieving, coverage simplification and squaring included)."""
     from idgbr.distributed import DaskBands
-    from idgbr.vectorize import vectorize
+    from idgbr.vectorize import vectorize, vectorize_changes
 
     _, client = cluster
-    raster, out = reference / "refined.tif", tmp_path / "polygons.gpkg"
-    settings = dict(skip_classes=(0,), simplify=1.0, min_area_m2=2.0, regularize_classes=(1,), strip_rows=64)
-    areas = vectorize(raster, out, "in_process", **settings)
+    raster, coarse, out = reference / "refined.tif", reference / "coarse.tif", tmp_path / "polygons.gpkg"
     with rasterio.open(raster) as src:
         width, height, to_pixels = src.width, src.height, ~src.transform
+    classes = dict(skip_classes=(0,), simplify=1.0, min_area_m2=2.0, regularize_classes=(1,), strip_rows=64)
+    settings = dict(min_area_m2=0.1, strip_rows=64)
+    areas = vectorize(raster, out, "in_process", **classes)
+    changes = vectorize_changes(raster, coarse, out, "changes_in_process", **settings)
     with distributed.get_task_stream(client) as stream:
-        assert vectorize(raster, out, "cluster", bands=DaskBands(client, 4 * 64 * width), **settings) == areas
-    bands = [t for t in stream.data if str(t["key"]).startswith("idgbr-vectorize-")]
-    assert len(bands) == height // 256 and len({t["worker"] for t in bands}) == 2
-    a, b = (gpd.read_file(out, layer=layer) for layer in ("in_process", "cluster"))
-    assert len(a) == len(b) and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
-    assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all()
-    # Buildings across band lines were merged from several bands.
-    top, bottom = (np.array([(to_pixels * (0, y))[1] for y in a.bounds[k]]) for k in ("maxy", "miny"))
-    assert ((np.floor(top / 256) < np.floor((bottom - 1) / 256)) & (a.class_id == 1)).any()
+        bands = DaskBands(client, 4 * 64 * width)
+        assert vectorize(raster, out, "cluster", bands=bands, **classes) == areas
+        assert vectorize_changes(raster, coarse, out, "changes_cluster", bands=bands, **settings) == changes > 0
+    tasks = [t for t in stream.data if str(t["key"]).startswith("idgbr-vectorize-")]
+    assert len(tasks) == 2 * height // 256 and len({t["worker"] for t in tasks}) == 2
+    for layer in ("", "changes_"):
+        a, b = (gpd.read_file(out, layer=layer + run) for run in ("in_process", "cluster"))
+        assert len(a) == len(b) and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+        assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all()
+        # Some polygons were merged across the lines between bands.
+        top, bottom = (np.array([(to_pixels * (0, y))[1] for y in a.bounds[k]]) for k in ("maxy", "miny"))
+        assert (np.floor(top / 256) < np.floor((bottom - 1) / 256)).any()
 
 
 def test_a_worker_killed_mid_run_changes_nothing(scene, reference, cluster, tmp_path) -> None:

@@ -359,7 +359,7 @@ def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: floa
                check_cancel: Callable[[], None], bands: Bands | None) -> tuple[dict[int, float], FeatureSummary | None]:
     """The `refined` layer (class polygons, or the input's features when there are some) and the
     `changes` layer; returns the areas per class and what happened to the features. With `bands`
-    (a Dask cluster), the class polygons are polygonized there; features and changes are not."""
+    (a Dask cluster), class and change polygons are polygonized there; features are not."""
     from .features import vectorize_features
     from .vectorize import vectorize, vectorize_changes
 
@@ -383,7 +383,7 @@ def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: floa
                  summary.new_polygons)
     vectorize_changes(out.path("refined.tif"), out.path("coarse.tif"), out.path("refined.gpkg"), "changes",
                       classes=classes, min_area_m2=min_area_m2, progress=sub(0.7, 1.0),
-                      cancel=lambda: _cancelled(check_cancel))
+                      cancel=lambda: _cancelled(check_cancel), bands=bands)
     return areas, summary
 
 

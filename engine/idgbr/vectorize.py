@@ -69,7 +69,6 @@ REGULARIZE_MIN_EDGE_PX = 2.0  # wall runs shorter than this are folded into thei
 REGULARIZE_MAX_AREA_CHANGE = 0.3
 REGULARIZE_MARGIN_PX = 8.0  # a squared outline stays within this distance of the original's box
 CHANGE_BITS = 15  # a change is polygonized as the value from_class << CHANGE_BITS | to_class
-CLASS_FIELDS = {"class_id": "int32", "class_name": str, "area_m2": float, "perimeter_m": float}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,87 +84,44 @@ def vectorize(class_raster: str | Path, out_path: str | Path, layer: str = "refi
     """Write the polygons of a class raster to `layer` of the GeoPackage `out_path` (other layers
     of an existing file are kept; a layer of that name is replaced). Returns the area in m² of
     what was written, per class id. With `bands` (a Dask cluster: distributed.DaskBands), the
-    strips are polygonized there, in bands of whole strips, and only the polygons that cross a
-    strip line are merged here: the same strips and the same merges, so the same layer."""
+    strips are polygonized there (see _write_layer): the same layer."""
     if simplify < 0 or min_area_m2 < 0:
         raise InputError("simplify tolerance and minimum area must not be negative")
     if simplify_units not in ("px", "map"):
         raise InputError(f"simplify units must be 'px' or 'map', got {simplify_units!r}")
-    job = ClassPolygons(str(class_raster), frozenset(int(c) for c in skip_classes),
-                        frozenset(int(c) for c in regularize_classes), simplify, simplify_units, min_area_m2,
-                        tuple(classes) if classes is not None else None)
-    with _open_class_raster(class_raster) as src:
-        here = _ClassLayer(job, src)
-        rows = strip_rows or _default_strip_rows(src.width)
-        strips = [(r0, min(r0 + rows, src.height)) for r0 in range(0, src.height, rows)]
-        if bands is None:
-            polygonized: Generator[list[StripPolygons], None, None] = ([here.polygonize(r0, r1)]
-                                                                        for r0, r1 in strips)
-        else:
-            per_band = max(1, round(bands.pixels / (src.width * rows)))
-            polygonized = bands.map(polygonize_band, job, [strips[i:i + per_band]
-                                                           for i in range(0, len(strips), per_band)], cancel)
-        seams = _Seams(src.width, src.height, here.tol_px, here.hidden, set(job.squared))
-        areas: dict[int, float] = {}
-        # Closed on leaving: a failure or a cancel here stops the bands still running.
-        with _LayerWriter(out_path, layer, src.crs.to_wkt(), CLASS_FIELDS) as writer, contextlib.closing(polygonized):
-            for band in polygonized:
-                for strip in band:
-                    if cancel is not None and cancel():
-                        raise Cancelled("vectorizing cancelled")
-                    merged = here.features(*seams.merge(strip.r0, strip.r1, strip.values, strip.geoms))
-                    for geoms, columns in ((strip.final, strip.columns), merged):
-                        writer.write(geoms, columns)
-                        for v, a in zip(columns["class_id"].tolist(), columns["area_m2"].tolist()):
-                            areas[v] = areas.get(v, 0.0) + a
-                    if progress is not None:
-                        progress(strip.r1 / src.height, f"vectorized {strip.r1} of {src.height} rows")
+    job = ClassPolygons(str(class_raster), tuple(classes) if classes is not None else None, min_area_m2,
+                        frozenset(int(c) for c in skip_classes), frozenset(int(c) for c in regularize_classes),
+                        simplify, simplify_units)
+    areas: dict[int, float] = {}
+
+    def written(columns: dict[str, np.ndarray]) -> None:
+        for v, a in zip(columns["class_id"].tolist(), columns["area_m2"].tolist()):
+            areas[v] = areas.get(v, 0.0) + a
+    _write_layer(job, out_path, layer, strip_rows, bands, written, progress, cancel)
     return dict(sorted(areas.items()))
 
 
 def vectorize_changes(refined_raster: str | Path, coarse_raster: str | Path, out_path: str | Path,
                       layer: str = "changes", *, classes: list[ClassInfo] | None = None,
                       min_area_m2: float = 0.0, progress: Progress | None = None,
-                      cancel: CancelCheck | None = None, strip_rows: int | None = None) -> int:
+                      cancel: CancelCheck | None = None, strip_rows: int | None = None,
+                      bands: Bands | None = None) -> int:
     """Write polygons where the refined class differs from the coarse class (same grid; pixels
     NoData in either are ignored). Change polygons smaller than `min_area_m2` are dropped rather
     than merged into a neighbour, so no change is attributed to the wrong classes. Returns the
-    number of features written."""
+    number of features written. `bands`: as for vectorize."""
     if min_area_m2 < 0:
         raise InputError("minimum area must not be negative")
-    name = _namer(classes)
-    limit = 1 << CHANGE_BITS
     with _open_class_raster(refined_raster) as ref, _open_class_raster(coarse_raster) as coarse:
         if (ref.shape, ref.transform, ref.crs) != (coarse.shape, coarse.transform, coarse.crs):
             raise InputError(f"{refined_raster} and {coarse_raster} are not on the same grid")
-        ground = _Ground(ref)
+    count = [0]
 
-        def read(r0: int, r1: int) -> np.ndarray:
-            window = Window(0, r0, ref.width, r1 - r0)
-            to, fro = (ds.read(1, window=window).astype(np.int32) for ds in (ref, coarse))
-            valid = (ref.read_masks(1, window=window) > 0) & (coarse.read_masks(1, window=window) > 0)
-            changed = valid & (to != fro)
-            if changed.any() and not (0 <= min(to[changed].min(), fro[changed].min())
-                                      and max(to[changed].max(), fro[changed].max()) < limit):
-                raise InputError(f"class values must lie in 0..{limit - 1} to map changes")
-            return np.where(changed, fro << CHANGE_BITS | to, NONE).astype(np.int32)
-
-        count = 0
-        fields = {"from_class": "int32", "to_class": "int32", "from_name": str, "to_name": str, "area_m2": float}
-        with _LayerWriter(out_path, layer, ref.crs.to_wkt(), fields) as writer:
-            batches = _polygons(read, ref.width, ref.height, strip_rows or _default_strip_rows(ref.width),
-                                0.0, {int(NONE)}, set(), progress, cancel)
-            for values, geoms, complete in batches:
-                keep = complete & (values != NONE)
-                map_geoms = ground.to_map(geoms[keep])
-                area, _ = ground.measure(map_geoms)
-                big = area >= min_area_m2
-                fro, to = values[keep][big] >> CHANGE_BITS, values[keep][big] & (limit - 1)
-                writer.write(map_geoms[big], {"from_class": fro, "to_class": to,
-                                              "from_name": [name(v) for v in fro],
-                                              "to_name": [name(v) for v in to], "area_m2": area[big]})
-                count += int(big.sum())
-    return count
+    def written(columns: dict[str, np.ndarray]) -> None:
+        count[0] += len(columns["area_m2"])
+    _write_layer(ChangePolygons(str(refined_raster), tuple(classes) if classes is not None else None, min_area_m2,
+                                str(coarse_raster)), out_path, layer, strip_rows, bands, written, progress, cancel)
+    return count[0]
 
 
 def regularize(polygon: Polygon, min_edge: float = REGULARIZE_MIN_EDGE_PX,
@@ -196,22 +152,46 @@ def regularize(polygon: Polygon, min_edge: float = REGULARIZE_MIN_EDGE_PX,
 
 
 @dataclass(frozen=True)
-class ClassPolygons:
-    """What polygonizing a strip of a class raster needs (plain values: it is sent to workers)."""
+class _Job:
+    """What polygonizing a strip of a layer needs (plain values: sent to workers)."""
 
     raster: str
+    classes: tuple[ClassInfo, ...] | None
+    min_area_m2: float
+
+    def open(self, files: contextlib.ExitStack) -> _Layer:
+        """The job on its open rasters (closed with `files`)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ClassPolygons(_Job):
+    """The polygons of each class of `raster` (vectorize)."""
+
     skip: frozenset[int]
     squared: frozenset[int]  # classes regularized
     simplify: float
     simplify_units: str
-    min_area_m2: float
-    classes: tuple[ClassInfo, ...] | None
+
+    def open(self, files: contextlib.ExitStack) -> _ClassLayer:
+        return _ClassLayer(self, files.enter_context(_open_class_raster(self.raster)))
+
+
+@dataclass(frozen=True)
+class ChangePolygons(_Job):
+    """The regions where `raster` differs from `coarse` (vectorize_changes)."""
+
+    coarse: str
+
+    def open(self, files: contextlib.ExitStack) -> _ChangeLayer:
+        return _ChangeLayer(self, files.enter_context(_open_class_raster(self.raster)),
+                            files.enter_context(_open_class_raster(self.coarse)))
 
 
 @dataclass
 class StripPolygons:
     """A strip polygonized on its own: its final polygons as features ready to write (map
-    coordinates, CLASS_FIELDS columns), and in pixel coordinates the polygons that cross a strip
+    coordinates, the layer's columns), and in pixel coordinates the polygons that cross a strip
     line, for _Seams. Pickled with the geometries as WKB, in bulk (results of Dask tasks)."""
 
     r0: int
@@ -233,31 +213,90 @@ class Bands(Protocol):
 
     pixels: int  # a band holds about this many pixels, at least one strip
 
-    def map(self, fn: Callable[[ClassPolygons, list[tuple[int, int]]], list[StripPolygons]], job: ClassPolygons,
+    def map(self, fn: Callable[[_Job, list[tuple[int, int]]], list[StripPolygons]], job: _Job,
             bands: list[list[tuple[int, int]]],
             cancel: CancelCheck | None) -> Generator[list[StripPolygons], None, None]:
         """fn(job, band) for every band, the results in band order."""
         ...
 
 
-def polygonize_band(job: ClassPolygons, strips: list[tuple[int, int]]) -> list[StripPolygons]:
-    """Polygonize a band of strips (a worker's task): each strip exactly as vectorize does."""
-    with _open_class_raster(job.raster) as src:
-        layer = _ClassLayer(job, src)
+def polygonize_band(job: _Job, strips: list[tuple[int, int]]) -> list[StripPolygons]:
+    """Polygonize a band of strips (a worker's task): each strip exactly as _write_layer does."""
+    with contextlib.ExitStack() as files:
+        layer = job.open(files)
         return [layer.polygonize(r0, r1) for r0, r1 in strips]
 
 
-class _ClassLayer:
-    """A ClassPolygons job on its open raster: sieved strips, polygonized, and features to write."""
+def _write_layer(job: _Job, out_path: str | Path, name: str, strip_rows: int | None, bands: Bands | None,
+                 written: Callable[[dict[str, np.ndarray]], None], progress: Progress | None,
+                 cancel: CancelCheck | None) -> None:
+    """Polygonize the job's raster strip by strip and write the layer; `written` sees the columns
+    of every chunk written. The strips are polygonized here one by one, or with `bands` on workers
+    in bands of whole strips of the same layout; the polygons that cross a strip line are merged
+    here, in order (_Seams): the same strips and the same merges, so the same features."""
+    with contextlib.ExitStack() as files:
+        here = job.open(files)
+        width, height = here.src.width, here.src.height
+        rows = strip_rows or _default_strip_rows(width)
+        strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)]
+        if bands is None:
+            polygonized: Generator[list[StripPolygons], None, None] = ([here.polygonize(r0, r1)]
+                                                                        for r0, r1 in strips)
+        else:
+            per_band = max(1, round(bands.pixels / (width * rows)))
+            polygonized = bands.map(polygonize_band, job, [strips[i:i + per_band]
+                                                           for i in range(0, len(strips), per_band)], cancel)
+        # Closed on leaving: a failure or a cancel here stops the bands still running.
+        files.enter_context(contextlib.closing(polygonized))
+        seams = _Seams(width, height, here.tol_px, here.hidden, here.squared)
+        with _LayerWriter(out_path, name, here.src.crs.to_wkt(), here.fields) as writer:
+            for band in polygonized:
+                for strip in band:
+                    if cancel is not None and cancel():
+                        raise Cancelled("vectorizing cancelled")
+                    merged = here.features(*seams.merge(strip.r0, strip.r1, strip.values, strip.geoms))
+                    for geoms, columns in ((strip.final, strip.columns), merged):
+                        writer.write(geoms, columns)
+                        written(columns)
+                    if progress is not None:
+                        progress(strip.r1 / height, f"vectorized {strip.r1} of {height} rows")
+
+
+class _Layer:
+    """A job on its open rasters: strips to polygonize, and the features written of a batch."""
+
+    fields: dict[str, object]  # the layer's columns, for _LayerWriter
+
+    def __init__(self, job: _Job, src: rasterio.DatasetReader) -> None:
+        self.src, self.ground, self.name = src, _Ground(src), _namer(list(job.classes or ()))
+        self.tol_px, self.hidden, self.squared = 0.0, {int(NONE)}, set()  # see _Seams
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The complete polygons of a batch that are written, in map coordinates, with their columns."""
+        raise NotImplementedError
+
+    def polygonize(self, r0: int, r1: int) -> StripPolygons:
+        values, geoms, crossing = _strip_polygons(self.read, r0, r1, self.src.height, self.tol_px)
+        final, columns = self.features(values, geoms, ~crossing)
+        return StripPolygons(r0, r1, final, columns, values[crossing], geoms[crossing])
+
+
+class _ClassLayer(_Layer):
+    """Class polygons: strips sieved (with a halo), simplified, buildings squared."""
+
+    fields = {"class_id": "int32", "class_name": str, "area_m2": float, "perimeter_m": float}
 
     def __init__(self, job: ClassPolygons, src: rasterio.DatasetReader) -> None:
-        self.job, self.src = job, src
-        self.ground = _Ground(src)
+        super().__init__(job, src)
+        self.skip, self.squared = set(job.skip), set(job.squared)
+        self.hidden |= self.skip
         self.tol_px = job.simplify if job.simplify_units == "px" else job.simplify / self.ground.pixel_size_map
         self.sieve_px = math.ceil(job.min_area_m2 / self.ground.pixel_area_m2) if job.min_area_m2 > 0 else 0
         self.halo = min(max(self.sieve_px, MIN_HALO_ROWS), MAX_HALO_ROWS) if self.sieve_px > 1 else 0
-        self.hidden = set(job.skip) | {int(NONE)}
-        self.name = _namer(list(job.classes) if job.classes is not None else None)
 
     def read(self, r0: int, r1: int) -> np.ndarray:
         h0, h1 = max(0, r0 - self.halo), min(self.src.height, r1 + self.halo)
@@ -269,23 +308,50 @@ class _ClassLayer:
         values[~valid] = NONE
         return values[r0 - h0:r1 - h0]
 
-    def polygonize(self, r0: int, r1: int) -> StripPolygons:
-        values, geoms, crossing = _strip_polygons(self.read, r0, r1, self.src.height, self.tol_px)
-        final, columns = self.features(values, geoms, ~crossing)
-        return StripPolygons(r0, r1, final, columns, values[crossing], geoms[crossing])
-
     def features(self, values: np.ndarray, geoms: np.ndarray,
                  complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The complete polygons of a batch that are written, regularized, in map coordinates,
-        with their CLASS_FIELDS columns."""
         keep = complete & ~np.isin(values, list(self.hidden))
-        squared, skip = set(self.job.squared), set(self.job.skip)
-        out = _regularized(values, geoms, keep, squared, skip, self.ground.aspect) if squared else geoms[keep]
+        out = _regularized(values, geoms, keep, self.squared, self.skip, self.ground.aspect) if self.squared \
+            else geoms[keep]
         map_geoms = self.ground.to_map(out)
         area, perimeter = self.ground.measure(map_geoms)
         ids = values[keep]
         return map_geoms, {"class_id": ids, "class_name": np.array([self.name(v) for v in ids], dtype=object),
                            "area_m2": area, "perimeter_m": perimeter}
+
+
+class _ChangeLayer(_Layer):
+    """Change polygons: each changed pixel polygonized as from_class << CHANGE_BITS | to_class;
+    those under the minimum area dropped."""
+
+    fields = {"from_class": "int32", "to_class": "int32", "from_name": str, "to_name": str, "area_m2": float}
+    LIMIT = 1 << CHANGE_BITS
+
+    def __init__(self, job: ChangePolygons, src: rasterio.DatasetReader, coarse: rasterio.DatasetReader) -> None:
+        super().__init__(job, src)
+        self.coarse, self.min_area_m2 = coarse, job.min_area_m2
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        window = Window(0, r0, self.src.width, r1 - r0)
+        to, fro = (ds.read(1, window=window).astype(np.int32) for ds in (self.src, self.coarse))
+        valid = (self.src.read_masks(1, window=window) > 0) & (self.coarse.read_masks(1, window=window) > 0)
+        changed = valid & (to != fro)
+        if changed.any() and not (0 <= min(to[changed].min(), fro[changed].min())
+                                  and max(to[changed].max(), fro[changed].max()) < self.LIMIT):
+            raise InputError(f"class values must lie in 0..{self.LIMIT - 1} to map changes")
+        return np.where(changed, fro << CHANGE_BITS | to, NONE).astype(np.int32)
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        keep = complete & (values != NONE)
+        map_geoms = self.ground.to_map(geoms[keep])
+        area, _ = self.ground.measure(map_geoms)
+        big = area >= self.min_area_m2
+        fro, to = values[keep][big] >> CHANGE_BITS, values[keep][big] & (self.LIMIT - 1)
+        return map_geoms[big], {"from_class": fro, "to_class": to,
+                                "from_name": np.array([self.name(v) for v in fro], dtype=object),
+                                "to_name": np.array([self.name(v) for v in to], dtype=object),
+                                "area_m2": area[big]}
 
 
 # ---------------------------------------------------------------------------------------------
