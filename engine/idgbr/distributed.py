@@ -20,7 +20,10 @@ Why it is built this way:
   its parts folder gone before its next batch and stops (a remote cluster keeps running tasks
   that were already started). A worker lost mid-block is replaced and its blocks recomputed by
   Dask; a part is only read once its future has succeeded.
-* dask.distributed is imported only here, and this module only when a scheduler is given.
+* The same client then polygonizes the class and change layers in bands of strips
+  (DaskBands, vectorize.polygonize_band); the coordinator merges the polygons that cross strip
+  lines in order and writes the layers, which are the in-process ones.
+* dask.distributed is imported only here, and only when a scheduler is given.
 """
 from __future__ import annotations
 

@@ -28,11 +28,16 @@ Design, and why:
   neighbour absorbs one can still differ from a whole-raster sieve when two neighbours are both
   cut by the halo, hence a minimum halo of MIN_HALO_ROWS.
 * area_m2 and perimeter_m are geodesic, on the CRS's ellipsoid: metres in any CRS.
+* A strip is polygonized, simplified, and its polygons that touch no strip line squared, measured
+  and made ready to write on its own (_Layer.polygonize); only the merge across strip lines is
+  sequential (_Seams). With `bands` (a Dask cluster), workers polygonize bands of whole strips of
+  the same strip layout and this process merges and writes: the layer is the in-process one,
+  feature for feature.
 """
 from __future__ import annotations
 
-import math
 import contextlib
+import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +153,7 @@ def regularize(polygon: Polygon, min_edge: float = REGULARIZE_MIN_EDGE_PX,
 
 
 # ---------------------------------------------------------------------------------------------
-# Class polygons, strip by strip, here or on workers
+# Layers (class polygons, changes), strip by strip, here or on workers
 
 
 @dataclass(frozen=True)
