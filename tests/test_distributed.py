@@ -13,6 +13,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 
@@ -120,6 +121,16 @@ def test_vectorizing_on_the_cluster_gives_the_in_process_polygons(reference, clu
         # Some polygons were merged across the lines between bands.
         top, bottom = (np.array([(to_pixels * (0, y))[1] for y in a.bounds[k]]) for k in ("maxy", "miny"))
         assert (np.floor(top / 256) < np.floor((bottom - 1) / 256)).any()
+    # Cancelled after the first band: the layer is not written, no band is left running.
+    seen: list[str] = []
+    with pytest.raises(Cancelled):
+        vectorize(raster, out, "cancelled", bands=bands, progress=lambda f, m: seen.append(m),
+                  cancel=lambda: len(seen) >= 4, **classes)
+    assert "cancelled" not in pyogrio.list_layers(out)[:, 0]
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(client.processing().values())
 
 
 def test_a_worker_killed_mid_run_changes_nothing(scene, reference, cluster, tmp_path) -> None:
