@@ -13,6 +13,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import pytest
 import rasterio
 
@@ -90,6 +91,46 @@ def test_local_cluster_gives_the_in_process_result(scene, reference, tmp_path) -
     _assert_same_outputs(reference, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["coarse.tif", "confidence.tif", "refined.gpkg",
                                                                    "refined.tif"]
+
+
+def test_vectorizing_on_the_cluster_gives_the_in_process_polygons(reference, cluster, tmp_path) -> None:
+    """The class and change polygons of the refined raster, polygonized in bands of 4 strips on the
+    cluster's workers and merged across strip lines here, are the in-process ones: same features,
+    same order, same geometries (sieving, coverage simplification and squaring included)."""
+    from idgbr.distributed import DaskBands
+    from idgbr.vectorize import vectorize, vectorize_changes
+
+    _, client = cluster
+    raster, coarse, out = reference / "refined.tif", reference / "coarse.tif", tmp_path / "polygons.gpkg"
+    with rasterio.open(raster) as src:
+        width, height, to_pixels = src.width, src.height, ~src.transform
+    classes = dict(skip_classes=(0,), simplify=1.0, min_area_m2=2.0, regularize_classes=(1,), strip_rows=64)
+    settings = dict(min_area_m2=0.1, strip_rows=64)
+    areas = vectorize(raster, out, "in_process", **classes)
+    changes = vectorize_changes(raster, coarse, out, "changes_in_process", **settings)
+    with distributed.get_task_stream(client) as stream:
+        bands = DaskBands(client, 4 * 64 * width)
+        assert vectorize(raster, out, "cluster", bands=bands, **classes) == areas
+        assert vectorize_changes(raster, coarse, out, "changes_cluster", bands=bands, **settings) == changes > 0
+    tasks = [t for t in stream.data if str(t["key"]).startswith("idgbr-vectorize-")]
+    assert len(tasks) == 2 * height // 256 and len({t["worker"] for t in tasks}) == 2
+    for layer in ("", "changes_"):
+        a, b = (gpd.read_file(out, layer=layer + run) for run in ("in_process", "cluster"))
+        assert len(a) == len(b) and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+        assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all()
+        # Some polygons were merged across the lines between bands.
+        top, bottom = (np.array([(to_pixels * (0, y))[1] for y in a.bounds[k]]) for k in ("maxy", "miny"))
+        assert (np.floor(top / 256) < np.floor((bottom - 1) / 256)).any()
+    # Cancelled after the first band: the layer is not written, no band is left running.
+    seen: list[str] = []
+    with pytest.raises(Cancelled):
+        vectorize(raster, out, "cancelled", bands=bands, progress=lambda f, m: seen.append(m),
+                  cancel=lambda: len(seen) >= 4, **classes)
+    assert "cancelled" not in pyogrio.list_layers(out)[:, 0]
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(client.processing().values())
 
 
 def test_a_worker_killed_mid_run_changes_nothing(scene, reference, cluster, tmp_path) -> None:

@@ -20,7 +20,10 @@ Why it is built this way:
   its parts folder gone before its next batch and stops (a remote cluster keeps running tasks
   that were already started). A worker lost mid-block is replaced and its blocks recomputed by
   Dask; a part is only read once its future has succeeded.
-* dask.distributed is imported only here, and this module only when a scheduler is given.
+* The same client then polygonizes the class and change layers in bands of strips
+  (DaskBands, vectorize.polygonize_band); the coordinator merges the polygons that cross strip
+  lines in order and writes the layers, which are the in-process ones.
+* dask.distributed is imported only here, and only when a scheduler is given.
 """
 from __future__ import annotations
 
@@ -34,10 +37,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -54,6 +57,9 @@ from .models.card import ClassInfo
 from .stitch import WindowAccumulator, blend_window, class_layers
 from .tile_predict import predict_batches
 from .tiling import Tile, tile_rows
+
+if TYPE_CHECKING:  # vectorize loads geopandas: not for every run
+    from .vectorize import ClassPolygons, StripPolygons
 
 log = logging.getLogger(__name__)
 
@@ -308,22 +314,22 @@ def _python_for_workers() -> None:
         multiprocessing.set_executable(str(prefix / "bin" / f"python{version}"))
 
 
-def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[Tile]], block_size: int,
+def run_blocks(client: Any, startup_s: float, job: BlockJob, grid: Grid, rows: list[list[Tile]], block_size: int,
                classes: list[ClassInfo], refined: Path, confidence: Path, uncertainty: Path | None,
                clock: RunClock, check_cancel: Callable[[], None]) -> tuple[int, int, DistributedStats]:
-    """Refine every block on the cluster and assemble the outputs as blocks complete. Returns
-    (tiles with data, tiles skipped, stats); the counts are those of the in-process run."""
+    """Refine every block on the cluster of `client` (started or reached in `startup_s`) and
+    assemble the outputs as blocks complete. Returns (tiles with data, tiles skipped, stats); the
+    counts are those of the in-process run."""
     blocks = blocks_of(grid.height, grid.width, block_size)
     Path(job.parts).mkdir()
-    started = time.perf_counter()
-    with connect(scheduler) as client, contextlib.ExitStack() as files:
+    with contextlib.ExitStack() as files:
         t0 = time.perf_counter()
         workers = len(client.scheduler_info()["workers"])
         results = ResultRasters(files, grid, classes, refined, confidence, uncertainty)
         run = uuid.uuid4().hex[:12]
         pending = {client.submit(refine_block, job, b, key=f"idgbr-block-{run}-{b[0]}-{b[1]}", pure=False)
                    for b in blocks}
-        stats = DistributedStats(workers, len(blocks), 0, 0.0, 0.0, 0.0, t0 - started)
+        stats = DistributedStats(workers, len(blocks), 0, 0.0, 0.0, 0.0, startup_s)
         tiles: set[tuple[int, int]] = set()
         empty: set[tuple[int, int]] = set()
         clock.stage("tiles", 0.0, f"{len(blocks)} blocks on {workers} Dask workers")
@@ -360,6 +366,35 @@ def run_blocks(scheduler: int | str, job: BlockJob, grid: Grid, rows: list[list[
         stats.wall_s = time.perf_counter() - t0
     shutil.rmtree(job.parts)  # empty, unless a lost worker's block was recomputed after its assembly
     return len(tiles), len(empty), stats
+
+
+@dataclass
+class DaskBands:
+    """Polygonizes the bands of strips of vectorize() on the cluster (vectorize.Bands): a band
+    holds about a block's pixels (`block_size`²), whole strips of the in-process strip layout."""
+
+    client: Any
+    pixels: int
+
+    def map(self, fn: Callable[[ClassPolygons, list[tuple[int, int]]], list[StripPolygons]], job: ClassPolygons,
+            bands: list[list[tuple[int, int]]],
+            cancel: Callable[[], bool] | None) -> Generator[list[StripPolygons], None, None]:
+        """Submit every band at once and yield the results in band order (the seam merge is
+        sequential); results are released as they are taken. Closing it cancels what is left."""
+        run = uuid.uuid4().hex[:12]
+        futures = [self.client.submit(fn, job, band, key=f"idgbr-vectorize-{run}-{i}", pure=False)
+                   for i, band in enumerate(bands)]
+        try:
+            for future in futures:
+                while not future.done():
+                    if cancel is not None and cancel():
+                        raise Cancelled("vectorizing cancelled")
+                    time.sleep(POLL_S)
+                result = future.result()  # a worker's error is raised here, as in-process
+                future.release()
+                yield result
+        finally:
+            self.client.cancel([f for f in futures if not f.done()])
 
 
 def _read(path: str) -> np.ndarray:

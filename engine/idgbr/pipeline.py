@@ -32,6 +32,7 @@ from .settings import check_settings
 from .stitch import StripAccumulator, blend_window, class_layers
 from .tile_predict import predict_batches
 from .tiling import tile_rows
+from .vectorize import Bands
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ def refine(
                        f"(the image is {image_size[0]:,} × {image_size[1]:,} px; --aoi sets another area)")
 
     try:
-        with OutputFolder(out_dir, OUTPUT_NAMES, overwrite, estimate_bytes=estimate) as out:
+        # The cluster (when there is one) closes before the output folder is committed or removed.
+        with OutputFolder(out_dir, OUTPUT_NAMES, overwrite, estimate_bytes=estimate) as out, \
+                contextlib.ExitStack() as on_cluster:
             timings = {"load": time.perf_counter() - t0}
             clock = RunClock(report, grid.width * grid.height)
             t = time.perf_counter()
@@ -209,18 +212,21 @@ def refine(
 
             t = time.perf_counter()
             uncertainty_path = out.path("uncertainty.tif") if with_uncertainty else None
+            bands = None
             if cluster is None:
                 done, skipped = _run_tiles(reader, window, grid, rows, tile_size, overlap, batch_size, refiner,
                                            classes, out.path("coarse.tif"), out.path("refined.tif"),
                                            out.path("confidence.tif"), uncertainty_path, clock, check_cancel)
             else:
-                from .distributed import make_job, run_blocks
+                from .distributed import DaskBands, connect, make_job, run_blocks
 
+                client = on_cluster.enter_context(connect(cluster))
+                bands = DaskBands(client, block_size * block_size)
                 job = make_job(image, reader, window, grid, tile_size, overlap, batch_size, card.path or card.name,
                                device_spec, options, scale, len(classes), with_uncertainty, out.path("coarse.tif"),
                                out.staging)
-                done, skipped, distributed = run_blocks(cluster, job, grid, rows, block_size, classes,
-                                                        out.path("refined.tif"), out.path("confidence.tif"),
+                done, skipped, distributed = run_blocks(client, time.perf_counter() - t, job, grid, rows, block_size,
+                                                        classes, out.path("refined.tif"), out.path("confidence.tif"),
                                                         uncertainty_path, clock, check_cancel)
                 summary.append(f"tiles refined on Dask ({scheduler}): {distributed.blocks} blocks of up to "
                                f"{block_size} px on {distributed.workers} workers")
@@ -229,7 +235,7 @@ def refine(
             t = time.perf_counter()
             regularize = card.building_classes if regularize_classes is None else list(regularize_classes)
             areas, feature_summary = _vectorize(out, classes, card, simplify, simplify_units, min_area_m2,
-                                                regularize, stats.features, clock, check_cancel)
+                                                regularize, stats.features, clock, check_cancel, bands)
             timings["vectorize"] = time.perf_counter() - t
             if preview:
                 from .preview import before_after
@@ -350,9 +356,10 @@ def _regions_as_features(out: OutputFolder, grid: Grid, card, aoi, check_cancel:
 
 def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: float, simplify_units: str,
                min_area_m2: float, regularize: list[int], features, clock: RunClock,
-               check_cancel: Callable[[], None]) -> tuple[dict[int, float], FeatureSummary | None]:
+               check_cancel: Callable[[], None], bands: Bands | None) -> tuple[dict[int, float], FeatureSummary | None]:
     """The `refined` layer (class polygons, or the input's features when there are some) and the
-    `changes` layer; returns the areas per class and what happened to the features."""
+    `changes` layer; returns the areas per class and what happened to the features. With `bands`
+    (a Dask cluster), class and change polygons are polygonized there; features are not."""
     from .features import vectorize_features
     from .vectorize import vectorize, vectorize_changes
 
@@ -364,7 +371,7 @@ def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: floa
         areas = vectorize(out.path("refined.tif"), out.path("refined.gpkg"), "refined", classes=classes,
                           skip_classes=skip, simplify=simplify, simplify_units=simplify_units,
                           min_area_m2=min_area_m2, regularize_classes=regularize,
-                          progress=sub(0.0, 0.7), cancel=lambda: _cancelled(check_cancel))
+                          progress=sub(0.0, 0.7), cancel=lambda: _cancelled(check_cancel), bands=bands)
     else:
         summary = vectorize_features(out.path("refined.tif"), out.staging / "instances.tif", features,
                                      out.path("refined.gpkg"), classes=classes, skip_classes=skip,
@@ -376,7 +383,7 @@ def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: floa
                  summary.new_polygons)
     vectorize_changes(out.path("refined.tif"), out.path("coarse.tif"), out.path("refined.gpkg"), "changes",
                       classes=classes, min_area_m2=min_area_m2, progress=sub(0.7, 1.0),
-                      cancel=lambda: _cancelled(check_cancel))
+                      cancel=lambda: _cancelled(check_cancel), bands=bands)
     return areas, summary
 
 

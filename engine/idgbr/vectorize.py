@@ -28,12 +28,20 @@ Design, and why:
   neighbour absorbs one can still differ from a whole-raster sieve when two neighbours are both
   cut by the halo, hence a minimum halo of MIN_HALO_ROWS.
 * area_m2 and perimeter_m are geodesic, on the CRS's ellipsoid: metres in any CRS.
+* A strip is polygonized, simplified, and its polygons that touch no strip line squared, measured
+  and made ready to write on its own (_Layer.polygonize); only the merge across strip lines is
+  sequential (_Seams). With `bands` (a Dask cluster), workers polygonize bands of whole strips of
+  the same strip layout and this process merges and writes: the layer is the in-process one,
+  feature for feature.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -76,94 +84,49 @@ def vectorize(class_raster: str | Path, out_path: str | Path, layer: str = "refi
               classes: list[ClassInfo] | None = None, skip_classes: tuple[int, ...] = (),
               simplify: float = 0.0, simplify_units: str = "px", min_area_m2: float = 0.0,
               regularize_classes: tuple[int, ...] = (), progress: Progress | None = None,
-              cancel: CancelCheck | None = None, strip_rows: int | None = None) -> dict[int, float]:
+              cancel: CancelCheck | None = None, strip_rows: int | None = None,
+              bands: Bands | None = None) -> dict[int, float]:
     """Write the polygons of a class raster to `layer` of the GeoPackage `out_path` (other layers
     of an existing file are kept; a layer of that name is replaced). Returns the area in m² of
-    what was written, per class id."""
+    what was written, per class id. With `bands` (a Dask cluster: distributed.DaskBands), the
+    strips are polygonized there (see _write_layer): the same layer."""
     if simplify < 0 or min_area_m2 < 0:
         raise InputError("simplify tolerance and minimum area must not be negative")
     if simplify_units not in ("px", "map"):
         raise InputError(f"simplify units must be 'px' or 'map', got {simplify_units!r}")
-    skip, squared = {int(c) for c in skip_classes}, {int(c) for c in regularize_classes}
-    hidden = skip | {int(NONE)}
-    name = _namer(classes)
-    with _open_class_raster(class_raster) as src:
-        ground = _Ground(src)
-        tol_px = simplify if simplify_units == "px" else simplify / ground.pixel_size_map
-        sieve_px = math.ceil(min_area_m2 / ground.pixel_area_m2) if min_area_m2 > 0 else 0
-        halo = min(max(sieve_px, MIN_HALO_ROWS), MAX_HALO_ROWS) if sieve_px > 1 else 0
+    job = ClassPolygons(str(class_raster), tuple(classes) if classes is not None else None, min_area_m2,
+                        frozenset(int(c) for c in skip_classes), frozenset(int(c) for c in regularize_classes),
+                        simplify, simplify_units)
+    areas: dict[int, float] = {}
 
-        def read(r0: int, r1: int) -> np.ndarray:
-            h0, h1 = max(0, r0 - halo), min(src.height, r1 + halo)
-            window = Window(0, h0, src.width, h1 - h0)
-            values = src.read(1, window=window).astype(np.int32)
-            valid = src.read_masks(1, window=window) > 0
-            if sieve_px > 1:
-                values = sieve(values, sieve_px, mask=valid, connectivity=4)
-            values[~valid] = NONE
-            return values[r0 - h0:r1 - h0]
-
-        areas: dict[int, float] = {}
-        fields = {"class_id": "int32", "class_name": str, "area_m2": float, "perimeter_m": float}
-        with _LayerWriter(out_path, layer, src.crs.to_wkt(), fields) as writer:
-            batches = _polygons(read, src.width, src.height, strip_rows or _default_strip_rows(src.width),
-                                tol_px, hidden, squared, progress, cancel)
-            for values, geoms, complete in batches:
-                keep = complete & ~np.isin(values, list(hidden))
-                out = _regularized(values, geoms, keep, squared, skip, ground.aspect) if squared else geoms[keep]
-                map_geoms = ground.to_map(out)
-                area, perimeter = ground.measure(map_geoms)
-                ids = values[keep]
-                writer.write(map_geoms, {"class_id": ids, "class_name": [name(v) for v in ids],
-                                         "area_m2": area, "perimeter_m": perimeter})
-                for v, a in zip(ids.tolist(), area.tolist()):
-                    areas[v] = areas.get(v, 0.0) + a
+    def written(columns: dict[str, np.ndarray]) -> None:
+        for v, a in zip(columns["class_id"].tolist(), columns["area_m2"].tolist()):
+            areas[v] = areas.get(v, 0.0) + a
+    _write_layer(job, out_path, layer, strip_rows, bands, written, progress, cancel)
     return dict(sorted(areas.items()))
 
 
 def vectorize_changes(refined_raster: str | Path, coarse_raster: str | Path, out_path: str | Path,
                       layer: str = "changes", *, classes: list[ClassInfo] | None = None,
                       min_area_m2: float = 0.0, progress: Progress | None = None,
-                      cancel: CancelCheck | None = None, strip_rows: int | None = None) -> int:
+                      cancel: CancelCheck | None = None, strip_rows: int | None = None,
+                      bands: Bands | None = None) -> int:
     """Write polygons where the refined class differs from the coarse class (same grid; pixels
     NoData in either are ignored). Change polygons smaller than `min_area_m2` are dropped rather
     than merged into a neighbour, so no change is attributed to the wrong classes. Returns the
-    number of features written."""
+    number of features written. `bands`: as for vectorize."""
     if min_area_m2 < 0:
         raise InputError("minimum area must not be negative")
-    name = _namer(classes)
-    limit = 1 << CHANGE_BITS
     with _open_class_raster(refined_raster) as ref, _open_class_raster(coarse_raster) as coarse:
         if (ref.shape, ref.transform, ref.crs) != (coarse.shape, coarse.transform, coarse.crs):
             raise InputError(f"{refined_raster} and {coarse_raster} are not on the same grid")
-        ground = _Ground(ref)
+    count = [0]
 
-        def read(r0: int, r1: int) -> np.ndarray:
-            window = Window(0, r0, ref.width, r1 - r0)
-            to, fro = (ds.read(1, window=window).astype(np.int32) for ds in (ref, coarse))
-            valid = (ref.read_masks(1, window=window) > 0) & (coarse.read_masks(1, window=window) > 0)
-            changed = valid & (to != fro)
-            if changed.any() and not (0 <= min(to[changed].min(), fro[changed].min())
-                                      and max(to[changed].max(), fro[changed].max()) < limit):
-                raise InputError(f"class values must lie in 0..{limit - 1} to map changes")
-            return np.where(changed, fro << CHANGE_BITS | to, NONE).astype(np.int32)
-
-        count = 0
-        fields = {"from_class": "int32", "to_class": "int32", "from_name": str, "to_name": str, "area_m2": float}
-        with _LayerWriter(out_path, layer, ref.crs.to_wkt(), fields) as writer:
-            batches = _polygons(read, ref.width, ref.height, strip_rows or _default_strip_rows(ref.width),
-                                0.0, {int(NONE)}, set(), progress, cancel)
-            for values, geoms, complete in batches:
-                keep = complete & (values != NONE)
-                map_geoms = ground.to_map(geoms[keep])
-                area, _ = ground.measure(map_geoms)
-                big = area >= min_area_m2
-                fro, to = values[keep][big] >> CHANGE_BITS, values[keep][big] & (limit - 1)
-                writer.write(map_geoms[big], {"from_class": fro, "to_class": to,
-                                              "from_name": [name(v) for v in fro],
-                                              "to_name": [name(v) for v in to], "area_m2": area[big]})
-                count += int(big.sum())
-    return count
+    def written(columns: dict[str, np.ndarray]) -> None:
+        count[0] += len(columns["area_m2"])
+    _write_layer(ChangePolygons(str(refined_raster), tuple(classes) if classes is not None else None, min_area_m2,
+                                str(coarse_raster)), out_path, layer, strip_rows, bands, written, progress, cancel)
+    return count[0]
 
 
 def regularize(polygon: Polygon, min_edge: float = REGULARIZE_MIN_EDGE_PX,
@@ -190,6 +153,213 @@ def regularize(polygon: Polygon, min_edge: float = REGULARIZE_MIN_EDGE_PX,
 
 
 # ---------------------------------------------------------------------------------------------
+# Layers (class polygons, changes), strip by strip, here or on workers
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What polygonizing a strip of a layer needs (plain values: sent to workers)."""
+
+    raster: str
+    classes: tuple[ClassInfo, ...] | None
+    min_area_m2: float
+
+    def open(self, files: contextlib.ExitStack) -> _Layer:
+        """The job on its open rasters (closed with `files`)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ClassPolygons(_Job):
+    """The polygons of each class of `raster` (vectorize)."""
+
+    skip: frozenset[int]
+    squared: frozenset[int]  # classes regularized
+    simplify: float
+    simplify_units: str
+
+    def open(self, files: contextlib.ExitStack) -> _ClassLayer:
+        return _ClassLayer(self, files.enter_context(_open_class_raster(self.raster)))
+
+
+@dataclass(frozen=True)
+class ChangePolygons(_Job):
+    """The regions where `raster` differs from `coarse` (vectorize_changes)."""
+
+    coarse: str
+
+    def open(self, files: contextlib.ExitStack) -> _ChangeLayer:
+        return _ChangeLayer(self, files.enter_context(_open_class_raster(self.raster)),
+                            files.enter_context(_open_class_raster(self.coarse)))
+
+
+@dataclass
+class StripPolygons:
+    """A strip polygonized on its own: its final polygons as features ready to write (map
+    coordinates, the layer's columns), and in pixel coordinates the polygons that cross a strip
+    line, for _Seams. Pickled with the geometries as WKB, in bulk (results of Dask tasks)."""
+
+    r0: int
+    r1: int
+    final: np.ndarray
+    columns: dict[str, np.ndarray]
+    values: np.ndarray
+    geoms: np.ndarray
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**vars(self), "final": shapely.to_wkb(self.final), "geoms": shapely.to_wkb(self.geoms)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        vars(self).update(state, final=shapely.from_wkb(state["final"]), geoms=shapely.from_wkb(state["geoms"]))
+
+
+class Bands(Protocol):
+    """Runs polygonize_band on bands of whole strips elsewhere (distributed.DaskBands)."""
+
+    pixels: int  # a band holds about this many pixels, at least one strip
+
+    def map(self, fn: Callable[[_Job, list[tuple[int, int]]], list[StripPolygons]], job: _Job,
+            bands: list[list[tuple[int, int]]],
+            cancel: CancelCheck | None) -> Generator[list[StripPolygons], None, None]:
+        """fn(job, band) for every band, the results in band order."""
+        ...
+
+
+def polygonize_band(job: _Job, strips: list[tuple[int, int]]) -> list[StripPolygons]:
+    """Polygonize a band of strips (a worker's task): each strip exactly as _write_layer does."""
+    with contextlib.ExitStack() as files:
+        layer = job.open(files)
+        return [layer.polygonize(r0, r1) for r0, r1 in strips]
+
+
+def _write_layer(job: _Job, out_path: str | Path, name: str, strip_rows: int | None, bands: Bands | None,
+                 written: Callable[[dict[str, np.ndarray]], None], progress: Progress | None,
+                 cancel: CancelCheck | None) -> None:
+    """Polygonize the job's raster strip by strip and write the layer; `written` sees the columns
+    of every chunk written. The strips are polygonized here one by one, or with `bands` on workers
+    in bands of whole strips of the same layout; the polygons that cross a strip line are merged
+    here, in order (_Seams): the same strips and the same merges, so the same features."""
+    with contextlib.ExitStack() as files:
+        here = job.open(files)
+        width, height = here.src.width, here.src.height
+        rows = strip_rows or _default_strip_rows(width)
+        strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)]
+        if bands is None:
+            polygonized: Generator[list[StripPolygons], None, None] = ([here.polygonize(r0, r1)]
+                                                                        for r0, r1 in strips)
+        else:
+            per_band = max(1, round(bands.pixels / (width * rows)))
+            polygonized = bands.map(polygonize_band, job, [strips[i:i + per_band]
+                                                           for i in range(0, len(strips), per_band)], cancel)
+        # Closed on leaving: a failure or a cancel here stops the bands still running.
+        files.enter_context(contextlib.closing(polygonized))
+        seams = _Seams(width, height, here.tol_px, here.hidden, here.squared)
+        with _LayerWriter(out_path, name, here.src.crs.to_wkt(), here.fields) as writer:
+            for band in polygonized:
+                for strip in band:
+                    if cancel is not None and cancel():
+                        raise Cancelled("vectorizing cancelled")
+                    merged = here.features(*seams.merge(strip.r0, strip.r1, strip.values, strip.geoms))
+                    for geoms, columns in ((strip.final, strip.columns), merged):
+                        writer.write(geoms, columns)
+                        written(columns)
+                    if progress is not None:
+                        progress(strip.r1 / height, f"vectorized {strip.r1} of {height} rows")
+
+
+class _Layer:
+    """A job on its open rasters: strips to polygonize, and the features written of a batch."""
+
+    fields: dict[str, object]  # the layer's columns, for _LayerWriter
+
+    def __init__(self, job: _Job, src: rasterio.DatasetReader) -> None:
+        self.src, self.ground, self.name = src, _Ground(src), _namer(list(job.classes or ()))
+        self.tol_px, self.hidden, self.squared = 0.0, {int(NONE)}, set()  # see _Seams
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The complete polygons of a batch that are written, in map coordinates, with their columns."""
+        raise NotImplementedError
+
+    def polygonize(self, r0: int, r1: int) -> StripPolygons:
+        values, geoms, crossing = _strip_polygons(self.read, r0, r1, self.src.height, self.tol_px)
+        final, columns = self.features(values, geoms, ~crossing)
+        return StripPolygons(r0, r1, final, columns, values[crossing], geoms[crossing])
+
+
+class _ClassLayer(_Layer):
+    """Class polygons: strips sieved (with a halo), simplified, buildings squared."""
+
+    fields = {"class_id": "int32", "class_name": str, "area_m2": float, "perimeter_m": float}
+
+    def __init__(self, job: ClassPolygons, src: rasterio.DatasetReader) -> None:
+        super().__init__(job, src)
+        self.skip, self.squared = set(job.skip), set(job.squared)
+        self.hidden |= self.skip
+        self.tol_px = job.simplify if job.simplify_units == "px" else job.simplify / self.ground.pixel_size_map
+        self.sieve_px = math.ceil(job.min_area_m2 / self.ground.pixel_area_m2) if job.min_area_m2 > 0 else 0
+        self.halo = min(max(self.sieve_px, MIN_HALO_ROWS), MAX_HALO_ROWS) if self.sieve_px > 1 else 0
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        h0, h1 = max(0, r0 - self.halo), min(self.src.height, r1 + self.halo)
+        window = Window(0, h0, self.src.width, h1 - h0)
+        values = self.src.read(1, window=window).astype(np.int32)
+        valid = self.src.read_masks(1, window=window) > 0
+        if self.sieve_px > 1:
+            values = sieve(values, self.sieve_px, mask=valid, connectivity=4)
+        values[~valid] = NONE
+        return values[r0 - h0:r1 - h0]
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        keep = complete & ~np.isin(values, list(self.hidden))
+        out = _regularized(values, geoms, keep, self.squared, self.skip, self.ground.aspect) if self.squared \
+            else geoms[keep]
+        map_geoms = self.ground.to_map(out)
+        area, perimeter = self.ground.measure(map_geoms)
+        ids = values[keep]
+        return map_geoms, {"class_id": ids, "class_name": np.array([self.name(v) for v in ids], dtype=object),
+                           "area_m2": area, "perimeter_m": perimeter}
+
+
+class _ChangeLayer(_Layer):
+    """Change polygons: each changed pixel polygonized as from_class << CHANGE_BITS | to_class;
+    those under the minimum area dropped."""
+
+    fields = {"from_class": "int32", "to_class": "int32", "from_name": str, "to_name": str, "area_m2": float}
+    LIMIT = 1 << CHANGE_BITS
+
+    def __init__(self, job: ChangePolygons, src: rasterio.DatasetReader, coarse: rasterio.DatasetReader) -> None:
+        super().__init__(job, src)
+        self.coarse, self.min_area_m2 = coarse, job.min_area_m2
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        window = Window(0, r0, self.src.width, r1 - r0)
+        to, fro = (ds.read(1, window=window).astype(np.int32) for ds in (self.src, self.coarse))
+        valid = (self.src.read_masks(1, window=window) > 0) & (self.coarse.read_masks(1, window=window) > 0)
+        changed = valid & (to != fro)
+        if changed.any() and not (0 <= min(to[changed].min(), fro[changed].min())
+                                  and max(to[changed].max(), fro[changed].max()) < self.LIMIT):
+            raise InputError(f"class values must lie in 0..{self.LIMIT - 1} to map changes")
+        return np.where(changed, fro << CHANGE_BITS | to, NONE).astype(np.int32)
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        keep = complete & (values != NONE)
+        map_geoms = self.ground.to_map(geoms[keep])
+        area, _ = self.ground.measure(map_geoms)
+        big = area >= self.min_area_m2
+        fro, to = values[keep][big] >> CHANGE_BITS, values[keep][big] & (self.LIMIT - 1)
+        return map_geoms[big], {"from_class": fro, "to_class": to,
+                                "from_name": np.array([self.name(v) for v in fro], dtype=object),
+                                "to_name": np.array([self.name(v) for v in to], dtype=object),
+                                "area_m2": area[big]}
+
+
+# ---------------------------------------------------------------------------------------------
 # Strip-wise polygonization
 
 
@@ -201,38 +371,56 @@ def _polygons(read: Callable[[int, int], np.ndarray], width: int, height: int, s
     polygons that are final (each polygon is final in exactly one batch); the others are context,
     the neighbours of the final ones. `hidden` values are never written, `squared` ones will be
     regularized (see _fill_holes)."""
-    pending_values, pending = np.empty(0, np.int32), np.empty(0, object)
+    seams = _Seams(width, height, tol_px, hidden, squared)
     for r0 in range(0, height, strip_rows):
         if cancel is not None and cancel():
             raise Cancelled("vectorizing cancelled")
         r1 = min(r0 + strip_rows, height)
-        values, geoms = _polygonize_strip(read(r0, r1), r0)
-        if tol_px > 0:
-            values, geoms = _simplify_coverage(values, geoms, tol_px)
-        _, top, _, bottom = shapely.bounds(geoms).T
-        crossing = ((top == r0) & (r0 > 0)) | ((bottom == r1) & (r1 < height))
+        values, geoms, crossing = _strip_polygons(read, r0, r1, height, tol_px)
         yield values, geoms, ~crossing
-        # Dissolve the pending polygons with their same-class neighbours across the line at r0.
-        values, geoms = _dissolve(np.concatenate([pending_values, values[crossing]]),
-                                  np.concatenate([pending, geoms[crossing]]))
-        if tol_px > 0 and len(geoms):
-            values, geoms = _simplify_coverage(values, geoms, tol_px)
-        at_front = (shapely.bounds(geoms)[:, 3] == r1) & (r1 < height)
-        yield values, geoms, ~at_front
-        pending_values, pending = values[at_front], _fill_holes(values[at_front], geoms[at_front], hidden,
-                                                                squared, width, r1)
+        yield seams.merge(r0, r1, values[crossing], geoms[crossing])
         if progress is not None:
             progress(r1 / height, f"vectorized {r1} of {height} rows")
 
 
-def _polygonize_strip(values: np.ndarray, row_off: int) -> tuple[np.ndarray, np.ndarray]:
-    """All 4-connected regions of a strip (NONE included) as polygons in pixel coordinates, that
-    is with the strip's window transform on the pixel grid, so that vertices are exact integers."""
-    found: list[tuple[int, Polygon]] = [(int(v), shapely.geometry.shape(g)) for g, v in
-                                        shapes(values, connectivity=4, transform=Affine.translation(0, row_off))]
+def _strip_polygons(read: Callable[[int, int], np.ndarray], r0: int, r1: int, height: int,
+                    tol_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The polygons of rows r0..r1 on their own: (values, polygons, crossing), `crossing` marking
+    those that touch a strip line and wait for the neighbouring strip (_Seams). Depends on this
+    strip alone: the part of the work that runs anywhere, in any order. All 4-connected regions
+    (NONE included) are polygonized with the strip's window transform on the pixel grid, so that
+    vertices are exact integers."""
+    found = [(int(v), shapely.geometry.shape(g))
+             for g, v in shapes(read(r0, r1), connectivity=4, transform=Affine.translation(0, r0))]
     geoms = np.empty(len(found), dtype=object)
     geoms[:] = [g for _, g in found]
-    return np.array([v for v, _ in found], dtype=np.int32), geoms
+    values = np.array([v for v, _ in found], dtype=np.int32)
+    if tol_px > 0:
+        values, geoms = _simplify_coverage(values, geoms, tol_px)
+    _, top, _, bottom = shapely.bounds(geoms).T
+    return values, geoms, ((top == r0) & (r0 > 0)) | ((bottom == r1) & (r1 < height))
+
+
+class _Seams:
+    """The polygons that cross strip lines, merged strip after strip (in order, in one place):
+    pending polygons, touching the line at the front, are dissolved with their same-class
+    neighbours of the next strip and re-simplified; those no longer at the front are final."""
+
+    def __init__(self, width: int, height: int, tol_px: float, hidden: set[int], squared: set[int]) -> None:
+        self.width, self.height, self.tol_px, self.hidden, self.squared = width, height, tol_px, hidden, squared
+        self.values, self.pending = np.empty(0, np.int32), np.empty(0, object)
+
+    def merge(self, r0: int, r1: int, values: np.ndarray,
+              geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Take the crossing polygons of strip r0..r1 (after the strips above it); returns the
+        (values, polygons, complete) batch of what the merge settled, as _polygons yields it."""
+        values, geoms = _dissolve(np.concatenate([self.values, values]), np.concatenate([self.pending, geoms]))
+        if self.tol_px > 0 and len(geoms):
+            values, geoms = _simplify_coverage(values, geoms, self.tol_px)
+        at_front = (shapely.bounds(geoms)[:, 3] == r1) & (r1 < self.height)
+        self.values, self.pending = values[at_front], _fill_holes(values[at_front], geoms[at_front], self.hidden,
+                                                                  self.squared, self.width, r1)
+        return values, geoms, ~at_front
 
 
 def _dissolve(values: np.ndarray, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

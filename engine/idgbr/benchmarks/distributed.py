@@ -1,7 +1,8 @@
 """`idgbr benchmark distributed`: the same generated raster refined in-process, on `local:1` and
 on `local:2` (Dask LocalClusters), each in a fresh process: wall time per stage, the blocks'
 compute time, the scheduler overhead per block, peak RSS of the coordinator and of each worker,
-and whether the class raster is identical to the in-process one.
+and whether the class raster and the polygon layers (refined, changes) are identical to the
+in-process ones.
 
 Overhead per block = (tile-stage wall time × workers − block compute − model loading) / blocks:
 worker time spent neither computing nor loading (scheduling, part files, idle workers at the end).
@@ -16,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pyogrio
 import rasterio
 
 from ..cli import GDAL_CACHE_MB
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             stats = json.loads(done.stdout.strip().splitlines()[-1])
             with rasterio.open(out / "refined.tif") as src:
                 classes = src.read(1)
-            reference = classes if reference is None else reference
+            layers = [pyogrio.read_dataframe(out / "refined.gpkg", layer=name) for name in ("refined", "changes")]
+            reference = (classes, layers) if reference is None else reference
             t, d = stats["timings"], stats["distributed"] or {}
             rows.append({"scheduler": scheduler or "in-process", "size": args.size, "wall_s": round(t["total"], 1),
                          "refine_s": round(t["refine"], 1), "vectorize_s": round(t["vectorize"], 1),
@@ -74,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
                          "overhead_per_block_s": round(d["overhead_per_block_s"], 2) if d else None,
                          "coordinator_peak_rss_mb": round(stats["peak_rss_mb"]),
                          "worker_peak_rss_mb": sorted(round(v) for v in d.get("peak_rss_mb", {}).values()),
-                         "identical": bool(np.array_equal(classes, reference))})
+                         "identical": bool(np.array_equal(classes, reference[0])),
+                         "polygons": [len(layer) for layer in layers],
+                         "polygons_identical": all(_same_features(a, b) for a, b in zip(layers, reference[1]))})
             r = rows[-1]
             blocks = (f"  cluster start {r['cluster_startup_s']} s, {r['blocks']} blocks ({r['tile_computations']} "
                       f"tile runs for {r['tiles']} tiles): compute {r['blocks_compute_s']} s, model load "
@@ -82,7 +88,14 @@ def run(args: argparse.Namespace) -> int:
                       f"{r['overhead_per_block_s']} s, worker peak RSS {r['worker_peak_rss_mb']} MB") if d else ""
             print(f"{r['scheduler']:>10}  {r['wall_s']:>7.1f} s (tiles {r['refine_s']} s, vectorize "
                   f"{r['vectorize_s']} s)  coordinator peak RSS {r['coordinator_peak_rss_mb']} MB  "
-                  f"identical {r['identical']}{blocks}", flush=True)
+                  f"identical {r['identical']}, polygons (refined, changes) {r['polygons']} identical "
+                  f"{r['polygons_identical']}{blocks}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
+
+
+def _same_features(a: gpd.GeoDataFrame, b: gpd.GeoDataFrame) -> bool:
+    """Same features in the same order: attributes and geometries (exactly)."""
+    return len(a) == len(b) and a.drop(columns="geometry").equals(b.drop(columns="geometry")) and \
+        bool(a.geometry.geom_equals_exact(b.geometry, tolerance=0).all())
