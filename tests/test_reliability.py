@@ -266,7 +266,9 @@ def test_sigterm_cleans_up_like_ctrl_c(sig, code, said, tmp_path) -> None:
     out = tmp_path / "new" / "out"
     run = subprocess.Popen([sys.executable, "-m", "idgbr", "refine", str(SAMPLE / "image.tif"), "--coarse",
                             str(SAMPLE / "coarse.gpkg"), "--model", "identity", "--out", str(out), "--tile-size",
-                            "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                           # as in a terminal: a shell's background job (CI scripts, `cmd &`) ignores SIGINT
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300  # a loaded machine can take long to import
     while not (out.is_dir() and any(out.glob(f"{STAGING_PREFIX}*/refined.tif"))) and run.poll() is None \
             and time.monotonic() < deadline:
