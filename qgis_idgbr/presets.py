@@ -27,6 +27,8 @@ PRESETS = (
            class_name="building"),
     Preset("Farmland cleanup", "farmland", simplify_px=2.0, min_area_m2=200.0, regularize=False,
            class_name="field"),
+    Preset("Land cover cleanup", "landcover", simplify_px=1.0, min_area_m2=1.0, regularize=False,
+           class_name="class 1"),
 )
 
 

@@ -77,6 +77,8 @@ def test_presets_pick_a_model_and_vectorization_settings(dock):
     assert dock.regularize.isChecked()
     dock.apply_preset("Farmland cleanup")
     assert dock.min_area.value() == 200.0 and not dock.regularize.isChecked()
+    dock.apply_preset("Land cover cleanup")
+    assert dock.model_combo.currentText() == default_model("landcover")[0].name == "landcover"
 
 
 def test_auto_model_and_model_default_min_area_reach_the_engine(dock):
