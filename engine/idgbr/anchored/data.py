@@ -86,7 +86,8 @@ class CropSampler:
         images, coarses, labels = [], [], []
         for _ in range(size):
             i = int(rng.integers(len(self.ids)))
-            s = int(rng.integers(len(self.sources))) if self.odds is None else int(rng.choice(len(self.sources), p=self.odds))
+            n = len(self.sources)
+            s = int(rng.integers(n)) if self.odds is None else int(rng.choice(n, p=self.odds))
             coarse = self.coarse(i, s, int(rng.integers(self.variants)))
             image, label = self.images[i], self.labels[i]
             y, x = self._corner(rng, coarse, label)

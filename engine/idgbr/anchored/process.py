@@ -62,7 +62,8 @@ def sample(net: AnchoredRefinerNet, image: torch.Tensor, coarse: torch.Tensor, s
         t = torch.full((len(coarse),), total, dtype=torch.long, device=coarse.device)
         return SampleOutput(torch.softmax(net.decode(cond, cond.state0, t), 1), None)
     shape = cond.state0.shape[1:]
-    gens = list(generators) if generators is not None else [torch.Generator().manual_seed(b) for b in range(len(coarse))]
+    gens = list(generators) if generators is not None else \
+        [torch.Generator().manual_seed(b) for b in range(len(coarse))]
     if len(gens) != len(coarse):
         raise ValueError(f"{len(gens)} generators for a batch of {len(coarse)} tiles")
     cond = _repeat(cond, samples)

@@ -216,6 +216,7 @@ class Trainer:
 
 
 def val_recipes(cfg: AnchoredConfig) -> list[str]:
+    """The recipes the val tiles' coarse maps come from (recorded with the best score)."""
     v = cfg.data.val_recipe or cfg.data.recipes[0]
     return [v] if isinstance(v, str) else list(v)
 
@@ -325,7 +326,8 @@ def train(cfg: AnchoredConfig, resume: bool = False, report: Report = print) -> 
         trainer.load(ckpt)
         report(f"resumed at step {trainer.step}")
         if trainer.best is not None and trainer.best.get("val_recipes", val_recipes(cfg)[:1]) != val_recipes(cfg):
-            report(f"validation now on {val_recipes(cfg)}: the best score so far ({trainer.best['step']}) is not comparable, reset")
+            report(f"validation now on {val_recipes(cfg)}: the best score so far (step {trainer.best['step']}) "
+                   "is not comparable, reset")
             trainer.best = None
     elif ckpt.exists():
         raise InputError(f"{ckpt} exists: pass --resume to continue, or choose another 'out'")
