@@ -189,10 +189,11 @@ def test_a_0075m_orthophoto_is_refined_at_the_models_gsd_and_returned_on_its_gri
         assert (r.read(1) == c.read(1)).all()
 
 
-def test_a_tiles_diffusion_noise_depends_on_its_grid_position_not_on_its_batch():
+@pytest.mark.parametrize("precision", ["auto", "fp32"])  # bf16 batches on this CPU; fp32 runs tile by tile
+def test_a_tiles_diffusion_noise_depends_on_its_grid_position_not_on_its_batch(precision):
     """What makes a cluster run equal the in-process run for a diffusion refiner: each tile's
     noise is seeded by (seed, its row and column in the run's grid), whatever the batch or order."""
-    refiner = load_refiner("buildings-diffusion", samples=2)
+    refiner = load_refiner("buildings-diffusion", samples=2, precision=precision)
     tiles = [(image[:256, :256], coarsen(label, "buildings-old", tile_rng(0, tid), 2, gsd_m=0.15)[:256, :256])
              for image, label, tid in _real_tiles(3)]
     image = np.stack([t[0] for t in tiles]).transpose(0, 3, 1, 2).astype(np.float32) / 255

@@ -117,12 +117,13 @@ class AnchoredRefiner:
         return probs, unc
 
     def _refine(self, image: np.ndarray, coarse: np.ndarray, seeds: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
-        """On CPU one tile per network call: as fast as batches of 4 (measured), and a tile's
-        numbers then cannot depend on its batch neighbours (fp32 kernels differ by batch size
-        in the last bit)."""
+        """fp32 on CPU: one tile per network call, because fp32 kernels give a tile other numbers
+        in the last bit depending on its batch size, which would make a cluster's blocks differ
+        from the in-process run. bf16 CPU kernels did not (checked on val tiles, and by the
+        cluster test), and batches of 4 are 5-10 % faster end to end there, so they stay."""
         from ..anchored.process import refine_arrays
 
-        if self.device != "cpu":
+        if self.device != "cpu" or self.bf16:
             return refine_arrays(self.net, image, coarse, self.steps, self.samples, seeds, self.bf16, self.reach)
         parts = [refine_arrays(self.net, image[i:i + 1], coarse[i:i + 1], self.steps, self.samples, seeds[i:i + 1],
                                self.bf16, self.reach) for i in range(len(coarse))]
