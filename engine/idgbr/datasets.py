@@ -115,6 +115,14 @@ class TileDataset(Sequence):
     def __len__(self) -> int:
         return len(self.tiles)
 
+    def spread(self, limit: int | None) -> "TileDataset":
+        """`limit` tiles spread evenly over the split, so every place of it is in (all when
+        `limit` is None or not below the split's size)."""
+        if limit is None or limit >= len(self):
+            return self
+        picks = np.unique(np.linspace(0, len(self) - 1, limit).round().astype(int))
+        return type(self)(self.spec, self.split, [self.tiles[i] for i in picks])
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, str]:  # type: ignore[override]
         t = self.tiles[i]
         with Image.open(t.image) as im:

@@ -226,15 +226,13 @@ def val_tiles(cfg: AnchoredConfig) -> list[Any]:
     several val recipes, each gets an equal share of the tiles, spread over the split, so the
     best checkpoint is one that helps on mild and on strong errors alike."""
     from ..benchmarks.quality import load_tiles
-    from ..datasets import TileDataset, load_dataset
+    from ..datasets import load_dataset
 
-    ds = load_dataset(cfg.data.dataset, "val", cfg.data.root)
+    ds = load_dataset(cfg.data.dataset, "val", cfg.data.root).spread(cfg.data.val_tiles)
     recipes = val_recipes(cfg)
-    picks = np.unique(np.linspace(0, len(ds) - 1, min(cfg.data.val_tiles, len(ds))).round().astype(int))
     tiles = []
     for r, recipe in enumerate(recipes):
-        part = TileDataset(ds.spec, ds.split, [ds.tiles[i] for i in picks[r::len(recipes)]])
-        tiles += load_tiles(part, recipe, 0, progress=False)
+        tiles += load_tiles(type(ds)(ds.spec, ds.split, ds.tiles[r::len(recipes)]), recipe, 0, progress=False)
     return tiles
 
 
@@ -302,16 +300,14 @@ def machine() -> str:
 
 
 def train(cfg: AnchoredConfig, resume: bool = False, report: Report = print) -> TrainResult:
-    from ..datasets import TileDataset, load_dataset
+    from ..datasets import load_dataset
 
     t = cfg.train
     torch.set_num_threads(t.threads)
     out = Path(cfg.out).expanduser()
     ckpt = out / "checkpoint"
     ds = load_dataset(cfg.data.dataset, "train", cfg.data.root)
-    if cfg.data.limit is not None and cfg.data.limit < len(ds):
-        picks = np.unique(np.linspace(0, len(ds) - 1, cfg.data.limit).round().astype(int))
-        ds = TileDataset(ds.spec, ds.split, [ds.tiles[i] for i in picks])
+    ds = ds.spread(cfg.data.limit)
     sources = [CoarseSource(r) for r in cfg.data.recipes] + [CoarseSource(Path(d).name, Path(d)) for d in cfg.data.coarse]
     if not sources:
         raise InputError("data: give at least one recipe or coarse folder")

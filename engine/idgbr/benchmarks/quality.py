@@ -163,8 +163,8 @@ def load_tiles(ds: TileDataset, coarse: str, seed: int, limit: int | None = None
     folder = Path(coarse)
     if not folder.is_dir() and coarse not in RECIPES:
         raise InputError(f"--coarse {coarse!r} is neither a folder nor a recipe (known: {', '.join(RECIPES)})")
-    index = range(len(ds)) if limit is None or limit >= len(ds) else \
-        np.unique(np.linspace(0, len(ds) - 1, limit).round().astype(int))
+    ds = ds.spread(limit)
+    index = range(len(ds))
     ids = ds.tile_ids
     files = coarse_files(folder, [ids[i] for i in index]) if folder.is_dir() else {}
     num_classes = len(ds.classes)
