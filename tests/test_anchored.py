@@ -15,6 +15,7 @@ from idgbr.anchored.train import AnchoredConfig, Trainer, train
 from idgbr.coarsen import coarsen, tile_rng
 from idgbr.datasets import load_dataset
 from idgbr.errors import InputError
+from idgbr.errors import InputError
 from idgbr.models import TileBatch, load_refiner
 
 MODES = ("diffusion", "discriminative")
@@ -94,10 +95,10 @@ def test_a_real_training_step_lowers_the_loss_on_its_batch(tmp_path, mode):
 
 
 def test_resume_equals_uninterrupted_training(tmp_path):
-    straight = train(_config(tmp_path / "a", "diffusion", steps=4), report=lambda s: None)
-    cfg = _config(tmp_path / "b", "diffusion", steps=2)
-    train(cfg, report=lambda s: None)
-    cfg.train.steps = 4
+    straight = train(_config(tmp_path / "a", "diffusion", steps=4, warmup=1), report=lambda s: None)
+    cfg = _config(tmp_path / "b", "diffusion", steps=4, warmup=1, stop_at=2)  # stopped half-way, same schedule
+    assert train(cfg, report=lambda s: None).step == 2
+    cfg.train.stop_at = None
     resumed = train(cfg, resume=True, report=lambda s: None)
     assert straight.step == resumed.step == 4
     a = AnchoredRefinerNet.from_pretrained(straight.out / "checkpoint" / "model")
@@ -225,7 +226,7 @@ def test_recipe_odds_steer_the_crops_and_validation_splits_its_tiles_among_recip
     for step in range(4):
         only_old.batch(step, 4)
     assert {s for _, s, _ in only_old._cache} == {1}
-    with pytest.raises(ValueError, match="one non-negative odds per recipe"):
+    with pytest.raises(InputError, match="one non-negative odds per recipe"):
         CropSampler(few, sources, 64, weights=[1.0])
 
     cfg = _config(tmp_path, "diffusion")

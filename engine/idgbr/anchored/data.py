@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..coarsen import coarsen, tile_rng
+from ..errors import InputError
 from ..datasets import TileDataset
 
 
@@ -51,7 +52,7 @@ class CropSampler:
         self.seed = seed
         self.sources = sources
         if weights is not None and (len(weights) != len(sources) or min(weights) < 0 or sum(weights) <= 0):
-            raise ValueError(f"data weights {weights}: give one non-negative odds per recipe/coarse folder "
+            raise InputError(f"data.weights {weights}: give one non-negative odds per recipe/coarse folder "
                              f"({len(sources)}), not all zero")
         self.odds = None if weights is None else np.asarray(weights, float) / sum(weights)
         self.ids = ds.tile_ids
@@ -60,7 +61,7 @@ class CropSampler:
         for i in range(len(ds)):
             image, label, _ = ds[i]
             if min(label.shape) < crop:
-                raise ValueError(f"tile {self.ids[i]} is {label.shape}, smaller than the crop {crop}")
+                raise InputError(f"data.crop {crop}: tile {self.ids[i]} is only {label.shape}")
             self.images.append(image)
             self.labels.append(label)
         self._cache: dict[tuple[int, int, int], np.ndarray] = {}

@@ -79,7 +79,7 @@ class AnchoredRefinerNet(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, num_classes: int = 2, widths: tuple[int, ...] = (24, 48, 96, 128), mode: str = "diffusion",
                  steps: int = 8, kappa: float = 0.5, eta_power: float = 1.5, band_px: int = 16,
-                 prior_logit: float = 4.0) -> None:
+                 prior_logit: float = 4.0, distance_cue: bool = True) -> None:
         super().__init__()
         if mode not in ("diffusion", "discriminative"):
             raise ValueError(f"mode must be diffusion or discriminative, not {mode!r}")
@@ -121,7 +121,8 @@ class AnchoredRefinerNet(ModelMixin, ConfigMixin):
         dist = boundary_distance(coarse, trained)[:, None]
         grey = image.mean(1, keepdim=True)
         grad = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), self.sobel).norm(dim=1, keepdim=True)
-        x = torch.cat([(image - 0.5) / 0.25, onehot, dist.clamp(max=trained) / trained, grad * 8], 1)
+        cue = dist.clamp(max=trained) / trained if self.config.distance_cue else torch.zeros_like(dist)  # ablation
+        x = torch.cat([(image - 0.5) / 0.25, onehot, cue, grad * 8], 1)
         feats = []
         h = self.stem(x)
         for i, block in enumerate(self.enc):

@@ -150,8 +150,9 @@ def draw_figure(path: Path, tiles: list[Tile], rows: list[dict[str, Any]], refin
     i, window = pick_crop([(t.gt, t.coarse) for t in tiles], min(side, PANEL_PX))
     tile = tiles[i]
     refined = np.asarray(refiners[best].predict(_batch([tile]))).argmax(1)[0].astype(np.uint8)
+    model, *options = best.split("@")  # a model folder is titled by its name, not its path
     panels = [(tile.tile_id, None), ("ground truth", tile.gt), (f"coarse ({Path(coarse).name})", tile.coarse),
-              (best, refined)]
+              ("@".join([Path(model).name, *options]), refined)]
     save_figure(path, tile.image, panels, classes, window)
 
 
