@@ -20,6 +20,10 @@ How, and why:
   touching features share their boundary exactly (a coverage, simplified edge by edge) and
   memory does not grow with the raster's height: a feature is written as soon as the strips
   have passed its last possible row (its input's bottom row + `reach_px`).
+* A strip's part (reading with its halo, owners, pixel counts, polygons that touch no strip
+  line) depends on that strip alone, so with a Dask cluster workers do it in bands of strips
+  (FeaturePolygons, vectorize.polygonize_band); the merge across strip lines, each feature's
+  measures and the writing stay here, in order: the same layers as in-process.
 * Buildings are squared part by part into background only, never into a neighbour.
 """
 from __future__ import annotations
