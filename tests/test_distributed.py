@@ -13,9 +13,11 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 import rasterio
+import shapely
 
 import idgbr
 from idgbr import Cancelled, InputError
@@ -43,12 +45,11 @@ def _refine(scene: dict[str, Path], out: Path, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def reference(scene) -> Path:
-    """The in-process run."""
-    out = scene["folder"] / "in_process"
-    result = _refine(scene, out)
-    assert result.distributed is None
-    return out
+def reference(scene) -> idgbr.RefineResult:
+    """The in-process run; its refined layer is the buildings' features (a polygon coarse layer)."""
+    result = _refine(scene, scene["folder"] / "in_process")
+    assert result.distributed is None and result.features is not None
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,17 @@ def cluster():
         yield c, client
 
 
+def _assert_same_layers(a_path: Path, b_path: Path, layers: dict[str, str]) -> None:
+    """Layers (name in a: name in b) equal feature for feature: fids, order, every column (the
+    input's attributes and ADDED_COLUMNS included) and geometries, vertex for vertex."""
+    for a_layer, b_layer in layers.items():
+        a = pyogrio.read_dataframe(a_path, layer=a_layer, fid_as_index=True)
+        b = pyogrio.read_dataframe(b_path, layer=b_layer, fid_as_index=True)
+        assert list(a.index) == list(b.index), f"layer {b_layer}: fids differ"
+        assert a.drop(columns="geometry").equals(b.drop(columns="geometry")), f"layer {b_layer}: attributes differ"
+        assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all(), f"layer {b_layer}: geometries differ"
+
+
 def _assert_same_outputs(reference: Path, out: Path) -> None:
     for name in RASTERS:
         with rasterio.open(reference / name) as a, rasterio.open(out / name) as b:
@@ -68,14 +80,10 @@ def _assert_same_outputs(reference: Path, out: Path) -> None:
             assert a.colorinterp == b.colorinterp and a.tags(1) == b.tags(1)
             left, right = a.read(1), b.read(1)
             assert np.array_equal(left, right), f"{name} differs in {np.count_nonzero(left != right)} pixels"
-    for layer in ("refined", "changes"):
-        a, b = (gpd.read_file(d / "refined.gpkg", layer=layer) for d in (reference, out))
-        assert len(a) == len(b) > 0
-        columns = [c for c in a.columns if c != "geometry"]
-        order_a, order_b = (df.sort_values(columns).reset_index(drop=True) for df in (a, b))
-        assert order_a[columns].equals(order_b[columns]), f"layer {layer}: attributes differ"
-        total = a.geometry.area.sum()
-        assert a.geometry.union_all().symmetric_difference(b.geometry.union_all()).area < 1e-9 * total
+    layers = ("refined", "removed", "new", "changes")
+    assert sorted(pyogrio.list_layers(out / "refined.gpkg")[:, 0]) == sorted(layers)
+    _assert_same_layers(reference / "refined.gpkg", out / "refined.gpkg", dict(zip(layers, layers)))
+    assert len(pyogrio.read_dataframe(out / "refined.gpkg", layer="refined")) > 0
 
 
 def test_local_cluster_gives_the_in_process_result(scene, reference, tmp_path) -> None:
@@ -88,7 +96,8 @@ def test_local_cluster_gives_the_in_process_result(scene, reference, tmp_path) -
     assert len(stats.peak_rss_mb) == 2
     assert any(m.startswith("block 16/16") for m in seen) and any("ETA" in m for m in seen)
     assert "16 blocks of up to 256 px on 2 workers" in result.summary[-1]
-    _assert_same_outputs(reference, tmp_path / "out")
+    _assert_same_outputs(reference.out_dir, tmp_path / "out")
+    assert result.features == reference.features
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["coarse.tif", "confidence.tif", "refined.gpkg",
                                                                    "refined.tif"]
 
@@ -101,7 +110,8 @@ def test_vectorizing_on_the_cluster_gives_the_in_process_polygons(reference, clu
     from idgbr.vectorize import vectorize, vectorize_changes
 
     _, client = cluster
-    raster, coarse, out = reference / "refined.tif", reference / "coarse.tif", tmp_path / "polygons.gpkg"
+    raster, coarse = reference.refined, reference.coarse
+    out = tmp_path / "polygons.gpkg"
     with rasterio.open(raster) as src:
         width, height, to_pixels = src.width, src.height, ~src.transform
     classes = dict(skip_classes=(0,), simplify=1.0, min_area_m2=2.0, regularize_classes=(1,), strip_rows=64)
@@ -114,19 +124,80 @@ def test_vectorizing_on_the_cluster_gives_the_in_process_polygons(reference, clu
         assert vectorize_changes(raster, coarse, out, "changes_cluster", bands=bands, **settings) == changes > 0
     tasks = [t for t in stream.data if str(t["key"]).startswith("idgbr-vectorize-")]
     assert len(tasks) == 2 * height // 256 and len({t["worker"] for t in tasks}) == 2
-    for layer in ("", "changes_"):
-        a, b = (gpd.read_file(out, layer=layer + run) for run in ("in_process", "cluster"))
-        assert len(a) == len(b) and a.drop(columns="geometry").equals(b.drop(columns="geometry"))
-        assert a.geometry.geom_equals_exact(b.geometry, tolerance=0).all()
-        # Some polygons were merged across the lines between bands.
-        top, bottom = (np.array([(to_pixels * (0, y))[1] for y in a.bounds[k]]) for k in ("maxy", "miny"))
-        assert (np.floor(top / 256) < np.floor((bottom - 1) / 256)).any()
+    _assert_same_layers(out, out, {"in_process": "cluster", "changes_in_process": "changes_cluster"})
+    for layer in ("in_process", "changes_in_process"):
+        assert _crosses_band_lines(gpd.read_file(out, layer=layer), to_pixels, 256)
     # Cancelled after the first band: the layer is not written, no band is left running.
     seen: list[str] = []
     with pytest.raises(Cancelled):
         vectorize(raster, out, "cancelled", bands=bands, progress=lambda f, m: seen.append(m),
                   cancel=lambda: len(seen) >= 4, **classes)
     assert "cancelled" not in pyogrio.list_layers(out)[:, 0]
+    _assert_idle(client)
+
+
+def test_feature_layers_on_the_cluster_are_the_in_process_ones(scene, reference, cluster, tmp_path) -> None:
+    """A polygon coarse layer's features (fids, attributes, ADDED_COLUMNS, geometries), the
+    buildings it lacks (layer `new`) and those the refined map no longer has (`removed`), made in
+    bands of 4 strips on the cluster's workers and merged across strip lines here, are the
+    in-process ones, and so is the summary."""
+    from scipy import ndimage
+
+    from idgbr.distributed import DaskBands
+    from idgbr.features import vectorize_features
+    from idgbr.io.coarse import stage_coarse
+    from idgbr.io.grid import Grid
+
+    _, client = cluster
+    with rasterio.open(reference.refined) as src:
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+        background = src.read(1) == 0
+    # The layer lacks every fifth building (found again: `new`) and has one more where the refined
+    # map is farthest from any building (a demolished one: `removed`), and an attribute of its own.
+    layer = pyogrio.read_dataframe(scene["buildings"], fid_as_index=True)
+    row, col = np.unravel_index(np.argmax(ndimage.distance_transform_edt(background)), background.shape)
+    x, y = grid.transform * (col + 0.5, row + 0.5)
+    gone = gpd.GeoSeries([shapely.box(x - 2, y - 2, x + 2, y + 2)], crs=grid.crs).to_crs(layer.crs)
+    extra = gpd.GeoDataFrame(layer.iloc[:1].drop(columns="geometry"), geometry=gone.values, crs=layer.crs)
+    extra.index = [layer.index.max() + 1]
+    layer = pd.concat([layer.drop(index=layer.index[::5]), extra])
+    layer["owner"] = [f"owner {i} — ß" for i in range(len(layer))]
+    layer.index.name = "fid"
+    pyogrio.write_dataframe(layer.reset_index(), tmp_path / "layer.gpkg", layer="buildings")
+    instances = tmp_path / "instances.tif"
+    features = stage_coarse(tmp_path / "layer.gpkg", grid, tmp_path / "coarse.tif",
+                            instances_path=instances).features
+    settings = dict(skip_classes=(0,), simplify=1.0, min_area_m2=2.0, regularize_classes=(1,), strip_rows=64)
+    summary = vectorize_features(reference.refined, instances, features, tmp_path / "in_process.gpkg", **settings)
+    assert summary.statuses["removed"] == 1 and summary.new_polygons >= 2
+    bands = DaskBands(client, 4 * 64 * grid.width)
+    with distributed.get_task_stream(client) as stream:
+        assert vectorize_features(reference.refined, instances, features, tmp_path / "cluster.gpkg", bands=bands,
+                                  **settings) == summary
+    tasks = [t for t in stream.data if str(t["key"]).startswith("idgbr-vectorize-")]
+    assert len(tasks) == grid.height // 256 and len({t["worker"] for t in tasks}) == 2
+    layers = ("refined", "removed", "new")
+    _assert_same_layers(tmp_path / "in_process.gpkg", tmp_path / "cluster.gpkg", dict(zip(layers, layers)))
+    refined = pyogrio.read_dataframe(tmp_path / "cluster.gpkg", layer="refined", fid_as_index=True)
+    assert list(refined["owner"]) == list(layer.loc[refined.index, "owner"])
+    assert _crosses_band_lines(refined.to_crs(grid.crs), ~grid.transform, 256)
+    # Cancelled after the first band: nothing is written, no band is left running.
+    seen: list[str] = []
+    with pytest.raises(Cancelled):
+        vectorize_features(reference.refined, instances, features, tmp_path / "cancelled.gpkg", bands=bands,
+                           progress=lambda f, m: seen.append(m), cancel=lambda: len(seen) >= 4, **settings)
+    assert not (tmp_path / "cancelled.gpkg").exists()
+    _assert_idle(client)
+
+
+def _crosses_band_lines(frame: gpd.GeoDataFrame, to_pixels, band_rows: int) -> bool:
+    """Whether a polygon spans a line between bands: it was merged there from two bands."""
+    top, bottom = (np.array([(to_pixels * (0, y))[1] for y in frame.bounds[k]]) for k in ("maxy", "miny"))
+    return bool((np.floor(top / band_rows) < np.floor((bottom - 1) / band_rows)).any())
+
+
+def _assert_idle(client) -> None:
+    """No task left running on the cluster (cancelled bands end)."""
     deadline = time.monotonic() + 30
     while any(client.processing().values()) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -150,7 +221,7 @@ def test_a_worker_killed_mid_run_changes_nothing(scene, reference, cluster, tmp_
     assert killed and killed[0] in before
     client.wait_for_workers(2, timeout=60)
     assert killed[0] not in client.run(os.getpid).values()  # the nanny started a new worker process
-    _assert_same_outputs(reference, tmp_path / "out")
+    _assert_same_outputs(reference.out_dir, tmp_path / "out")
 
 
 def test_cancel_mid_run_leaves_nothing(scene, cluster, tmp_path) -> None:

@@ -20,7 +20,7 @@ Why it is built this way:
   its parts folder gone before its next batch and stops (a remote cluster keeps running tasks
   that were already started). A worker lost mid-block is replaced and its blocks recomputed by
   Dask; a part is only read once its future has succeeded.
-* The same client then polygonizes the class and change layers in bands of strips
+* The same client then polygonizes the class (or feature) and change layers in bands of strips
   (DaskBands, vectorize.polygonize_band); the coordinator merges the polygons that cross strip
   lines in order and writes the layers, which are the in-process ones.
 * dask.distributed is imported only here, and only when a scheduler is given.
@@ -59,7 +59,7 @@ from .tile_predict import predict_batches
 from .tiling import Tile, tile_rows
 
 if TYPE_CHECKING:  # vectorize loads geopandas: not for every run
-    from .vectorize import ClassPolygons, StripPolygons
+    from .vectorize import StripPolygons, _Job
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +370,14 @@ def run_blocks(client: Any, startup_s: float, job: BlockJob, grid: Grid, rows: l
 
 @dataclass
 class DaskBands:
-    """Polygonizes the bands of strips of vectorize() on the cluster (vectorize.Bands): a band
-    holds about a block's pixels (`block_size`²), whole strips of the in-process strip layout."""
+    """Polygonizes the bands of strips of a layer on the cluster (vectorize.Bands: class and change
+    polygons, a polygon coarse layer's features): a band holds about a block's pixels
+    (`block_size`²), whole strips of the in-process strip layout."""
 
     client: Any
     pixels: int
 
-    def map(self, fn: Callable[[ClassPolygons, list[tuple[int, int]]], list[StripPolygons]], job: ClassPolygons,
+    def map(self, fn: Callable[[_Job, list[tuple[int, int]]], list[StripPolygons]], job: _Job,
             bands: list[list[tuple[int, int]]],
             cancel: Callable[[], bool] | None) -> Generator[list[StripPolygons], None, None]:
         """Submit every band at once and yield the results in band order (the seam merge is

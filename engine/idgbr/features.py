@@ -20,10 +20,15 @@ How, and why:
   touching features share their boundary exactly (a coverage, simplified edge by edge) and
   memory does not grow with the raster's height: a feature is written as soon as the strips
   have passed its last possible row (its input's bottom row + `reach_px`).
+* A strip's part (reading with its halo, owners, pixel counts, polygons that touch no strip
+  line) depends on that strip alone, so with a Dask cluster workers do it in bands of strips
+  (FeaturePolygons, vectorize.polygonize_band); the merge across strip lines, each feature's
+  measures and the writing stay here, in order: the same layers as in-process.
 * Buildings are squared part by part into background only, never into a neighbour.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -41,8 +46,8 @@ from rasterio.windows import Window
 from .errors import InputError
 from .io.coarse import PolygonFeatures, draw_ranks
 from .models.card import ClassInfo
-from .vectorize import (NONE, CancelCheck, Progress, _default_strip_rows, _Ground, _LayerWriter, _namer,
-                        _open_class_raster, _polygons, _regularized)
+from .vectorize import (NONE, Bands, CancelCheck, Progress, StripPolygons, _Ground, _Job, _Layer, _LayerWriter,
+                        _open_class_raster, _regularized, merged_strips)
 
 log = logging.getLogger(__name__)
 
@@ -69,62 +74,114 @@ def vectorize_features(refined_raster: str | Path, instances_raster: str | Path,
                        skip_classes: tuple[int, ...] = (), simplify: float = 0.0, simplify_units: str = "px",
                        min_area_m2: float = 0.0, regularize_classes: tuple[int, ...] = (),
                        reach_px: int = REACH_PX, progress: Progress | None = None,
-                       cancel: CancelCheck | None = None, strip_rows: int | None = None) -> FeatureSummary:
+                       cancel: CancelCheck | None = None, strip_rows: int | None = None,
+                       bands: Bands | None = None) -> FeatureSummary:
     """Write layers `refined` (every input feature that kept pixels, in the input's CRS, with
     its fid and attributes and ADDED_COLUMNS), `removed` (features that lost all their pixels,
-    input geometry) and `new` (refined regions of no feature) to the GeoPackage `out_path`."""
+    input geometry) and `new` (refined regions of no feature) to the GeoPackage `out_path`.
+    With `bands` (a Dask cluster: distributed.DaskBands), the strips are read, shared out among
+    the features and polygonized there, as for vectorize: the same layers."""
     if simplify < 0 or min_area_m2 < 0 or reach_px < 0:
         raise InputError("simplify tolerance, minimum area and reach must not be negative")
-    skip = {int(c) for c in skip_classes}
-    name = _namer(classes)
-    count = len(features.frame)
-    number_class = np.concatenate([[-1], features.classes]).astype(np.int64)
-    with _open_class_raster(refined_raster) as src, rasterio.open(instances_raster) as numbers_src:
-        if (src.shape, src.transform) != (numbers_src.shape, numbers_src.transform):
-            raise InputError(f"{refined_raster} and {instances_raster} are not on the same grid")
-        ground = _Ground(src)
-        tol_px = simplify if simplify_units == "px" else simplify / ground.pixel_size_map
-        counts = _PixelCounts(count)
-        front = [0]
-
-        def read(r0: int, r1: int) -> np.ndarray:
-            front[0] = r0
-            h0, h1 = max(0, r0 - reach_px), min(src.height, r1 + reach_px)
-            window = Window(0, h0, src.width, h1 - h0)
-            refined = src.read(1, window=window).astype(np.int64)
-            valid = src.read_masks(1, window=window) > 0
-            numbers = numbers_src.read(1, window=window).astype(np.int64)
-            owner = assign_owners(refined, valid & ~np.isin(refined, list(skip)), numbers, number_class, reach_px)
-            core = slice(r0 - h0, r1 - h0)
-            counts.add(numbers[core], owner[core], valid[core])
-            out = np.where(owner > 0, owner, -1 - refined)
-            out[np.isin(refined, list(skip))] = BACKGROUND
-            out[~valid] = NONE
-            return out[core].astype(np.int32)
-
-        squared_classes = {int(c) for c in regularize_classes}
-        squared = ({int(i) + 1 for i in np.flatnonzero(np.isin(features.classes, list(squared_classes)))}
-                   | {-1 - c for c in squared_classes})
-        hidden = {int(NONE), int(BACKGROUND)}
-        writer = _FeatureWriter(features, ground, CRS.from_wkt(src.crs.to_wkt()), counts, min_area_m2,
-                                 reach_px, name)
-        with _LayerWriter(out_path, "new", features.frame.crs.to_wkt(), NEW_FIELDS) as new_layer, writer.open(out_path):
-            for values, geoms, complete in _polygons(read, src.width, src.height,
-                                                     strip_rows or _default_strip_rows(src.width), tol_px,
-                                                     hidden, squared, progress, cancel):
-                keep = complete & ~np.isin(values, list(hidden))
-                out = (_regularized(values, geoms, keep, squared, {int(BACKGROUND)}, ground.aspect)
-                       if squared_classes else geoms[keep])
-                kept = values[keep]
-                writer.add_parts(kept[kept > 0], out[kept > 0])
-                writer.write_new(new_layer, -1 - kept[kept < 0], out[kept < 0])
-                writer.flush(front[0])
-            writer.flush(math.inf)
+    if simplify_units not in ("px", "map"):
+        raise InputError(f"simplify units must be 'px' or 'map', got {simplify_units!r}")
+    job = FeaturePolygons(str(refined_raster), tuple(classes) if classes is not None else None, min_area_m2,
+                          str(instances_raster), np.concatenate([[-1], features.classes]).astype(np.int64),
+                          frozenset(int(c) for c in skip_classes), frozenset(int(c) for c in regularize_classes),
+                          simplify, simplify_units, reach_px)
+    with contextlib.ExitStack() as files:
+        here = job.open(files)
+        writer = _FeatureWriter(features, here.ground, CRS.from_wkt(here.src.crs.to_wkt()),
+                                _PixelCounts(len(features.frame)), min_area_m2, reach_px, here.name)
+        new_layer = files.enter_context(_LayerWriter(out_path, "new", features.frame.crs.to_wkt(), NEW_FIELDS))
+        files.enter_context(writer.open(out_path))
+        for strip, merged in files.enter_context(contextlib.closing(
+                merged_strips(here, job, strip_rows, bands, progress, cancel))):
+            writer.counts.add_taken(strip.counts)
+            # A feature is written once the strips have passed its last possible row.
+            for geoms, columns in ((strip.final, strip.columns), merged):
+                numbers = columns["number"]
+                writer.add_parts(numbers[numbers > 0], geoms[numbers > 0])
+                writer.write_new(new_layer, -1 - numbers[numbers < 0], geoms[numbers < 0])
+                writer.flush(strip.r0)
+        writer.flush(math.inf)
     writer.summary.overlapping = int((writer.overlap_m2 > 0).sum())
     if writer.summary.overlapping:
         log.warning("%d features of %s overlap a smaller feature, which keeps the shared area (column overlap_m2)",
                     writer.summary.overlapping, features.name)
     return writer.summary
+
+
+@dataclass(frozen=True)
+class FeaturePolygons(_Job):
+    """The polygons of the features of a polygon coarse layer in `raster` (vectorize_features):
+    plain values, sent to workers with each band."""
+
+    instances: str  # instances.tif: the feature number owning each pixel of the input
+    number_class: np.ndarray = field(compare=False)  # class id per feature number (0: none, -1)
+    skip: frozenset[int]
+    squared: frozenset[int]  # classes regularized
+    simplify: float
+    simplify_units: str
+    reach_px: int
+
+    def open(self, files: contextlib.ExitStack) -> _FeatureLayer:
+        return _FeatureLayer(self, files.enter_context(_open_class_raster(self.raster)),
+                             files.enter_context(rasterio.open(self.instances)))
+
+
+@dataclass
+class FeatureStrip(StripPolygons):
+    """A strip of feature polygons (`columns`: the feature number, or -1 - class of a region of
+    no feature) and what its rows added to the pixel counts (_PixelCounts.take)."""
+
+    counts: tuple[np.ndarray, np.ndarray]
+
+
+class _FeatureLayer(_Layer):
+    """Feature numbers polygonized: each strip read with a halo of `reach_px` rows, its refined
+    pixels shared out among the features (assign_owners), counted, polygonized and simplified;
+    buildings squared into background only. Written by _FeatureWriter, not as a layer of its own."""
+
+    def __init__(self, job: FeaturePolygons, src: rasterio.DatasetReader, numbers: rasterio.DatasetReader) -> None:
+        super().__init__(job, src)
+        if (src.shape, src.transform) != (numbers.shape, numbers.transform):
+            raise InputError(f"{job.raster} and {job.instances} are not on the same grid")
+        self.numbers, self.number_class, self.reach_px = numbers, job.number_class, job.reach_px
+        self.skip = sorted(job.skip)
+        self.tol_px = job.simplify if job.simplify_units == "px" else job.simplify / self.ground.pixel_size_map
+        self.squared_classes = set(job.squared)
+        self.squared = ({int(i) for i in np.flatnonzero(np.isin(job.number_class, list(job.squared))) if i > 0}
+                        | {-1 - c for c in job.squared})
+        self.hidden = {int(NONE), int(BACKGROUND)}
+        self.counts = _PixelCounts(len(job.number_class) - 1)
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        h0, h1 = max(0, r0 - self.reach_px), min(self.src.height, r1 + self.reach_px)
+        window = Window(0, h0, self.src.width, h1 - h0)
+        refined = self.src.read(1, window=window).astype(np.int64)
+        valid = self.src.read_masks(1, window=window) > 0
+        numbers = self.numbers.read(1, window=window).astype(np.int64)
+        skipped = np.isin(refined, self.skip)
+        owner = assign_owners(refined, valid & ~skipped, numbers, self.number_class, self.reach_px)
+        core = slice(r0 - h0, r1 - h0)
+        self.counts.add(numbers[core], owner[core], valid[core])
+        out = np.where(owner > 0, owner, -1 - refined)
+        out[skipped] = BACKGROUND
+        out[~valid] = NONE
+        return out[core].astype(np.int32)
+
+    def features(self, values: np.ndarray, geoms: np.ndarray,
+                 complete: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The complete polygons of features and of regions of no feature, in pixel coordinates."""
+        keep = complete & ~np.isin(values, list(self.hidden))
+        out = (_regularized(values, geoms, keep, self.squared, {int(BACKGROUND)}, self.ground.aspect)
+               if self.squared_classes else geoms[keep])
+        return out, {"number": values[keep]}
+
+    def polygonize(self, r0: int, r1: int) -> FeatureStrip:
+        strip = super().polygonize(r0, r1)
+        return FeatureStrip(**vars(strip), counts=self.counts.take())
 
 
 def assign_owners(refined: np.ndarray, free: np.ndarray, numbers: np.ndarray, number_class: np.ndarray,
@@ -175,11 +232,13 @@ def assign_owners(refined: np.ndarray, free: np.ndarray, numbers: np.ndarray, nu
 
 class _PixelCounts:
     """Per feature number: input pixels (`own`, valid ones), of those still its own (`kept`),
-    taken by another feature (`taken`), and pixels it gained from outside its input."""
+    taken by another feature (`taken`), and pixels it gained from outside its input. Integer
+    sums: the counts of strips add up in any order, here or from workers (take, add_taken)."""
 
     def __init__(self, count: int) -> None:
         self.size = count + 1
-        self.own, self.kept, self.taken, self.gained = (np.zeros(self.size, np.int64) for _ in range(4))
+        self.totals = np.zeros((4, self.size), np.int64)
+        self.own, self.kept, self.taken, self.gained = self.totals  # views: rows of totals
 
     def add(self, numbers: np.ndarray, owner: np.ndarray, valid: np.ndarray) -> None:
         mine = valid & (numbers > 0)
@@ -188,6 +247,18 @@ class _PixelCounts:
                                  (self.taken, mine & ~same & (owner > 0), numbers),
                                  (self.gained, (owner > 0) & ~same, owner)):
             total += np.bincount(of[where], minlength=self.size)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """The counts added since the last take, and reset: (feature numbers with any, their
+        4 × n counts); small, as a strip holds few of the features."""
+        numbers = np.flatnonzero(self.totals.any(axis=0))
+        counts = self.totals[:, numbers].copy()
+        self.totals[:, numbers] = 0
+        return numbers, counts
+
+    def add_taken(self, taken: tuple[np.ndarray, np.ndarray]) -> None:
+        numbers, counts = taken
+        self.totals[:, numbers] += counts
 
 
 class _FeatureWriter:

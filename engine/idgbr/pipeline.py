@@ -359,7 +359,7 @@ def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: floa
                check_cancel: Callable[[], None], bands: Bands | None) -> tuple[dict[int, float], FeatureSummary | None]:
     """The `refined` layer (class polygons, or the input's features when there are some) and the
     `changes` layer; returns the areas per class and what happened to the features. With `bands`
-    (a Dask cluster), class and change polygons are polygonized there; features are not."""
+    (a Dask cluster), the strips of both layers are polygonized there."""
     from .features import vectorize_features
     from .vectorize import vectorize, vectorize_changes
 
@@ -377,7 +377,7 @@ def _vectorize(out: OutputFolder, classes: list[ClassInfo], card, simplify: floa
                                      out.path("refined.gpkg"), classes=classes, skip_classes=skip,
                                      simplify=simplify, simplify_units=simplify_units, min_area_m2=min_area_m2,
                                      regularize_classes=tuple(regularize), progress=sub(0.0, 0.7),
-                                     cancel=lambda: _cancelled(check_cancel))
+                                     cancel=lambda: _cancelled(check_cancel), bands=bands)
         areas = summary.class_areas_m2
         log.info("refined layer: %s; %d new polygons", ", ".join(f"{n} {s}" for s, n in summary.statuses.items()),
                  summary.new_polygons)

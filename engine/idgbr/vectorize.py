@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -235,36 +235,45 @@ def polygonize_band(job: _Job, strips: list[tuple[int, int]]) -> list[StripPolyg
 def _write_layer(job: _Job, out_path: str | Path, name: str, strip_rows: int | None, bands: Bands | None,
                  written: Callable[[dict[str, np.ndarray]], None], progress: Progress | None,
                  cancel: CancelCheck | None) -> None:
-    """Polygonize the job's raster strip by strip and write the layer; `written` sees the columns
-    of every chunk written. The strips are polygonized here one by one, or with `bands` on workers
-    in bands of whole strips of the same layout; the polygons that cross a strip line are merged
-    here, in order (_Seams): the same strips and the same merges, so the same features."""
+    """Polygonize the job's raster (merged_strips) and write the layer; `written` sees the columns
+    of every chunk written."""
     with contextlib.ExitStack() as files:
         here = job.open(files)
-        width, height = here.src.width, here.src.height
-        rows = strip_rows or _default_strip_rows(width)
-        strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)]
-        if bands is None:
-            polygonized: Generator[list[StripPolygons], None, None] = ([here.polygonize(r0, r1)]
-                                                                        for r0, r1 in strips)
-        else:
-            per_band = max(1, round(bands.pixels / (width * rows)))
-            polygonized = bands.map(polygonize_band, job, [strips[i:i + per_band]
-                                                           for i in range(0, len(strips), per_band)], cancel)
-        # Closed on leaving: a failure or a cancel here stops the bands still running.
-        files.enter_context(contextlib.closing(polygonized))
+        writer = files.enter_context(_LayerWriter(out_path, name, here.src.crs.to_wkt(), here.fields))
+        for strip, merged in files.enter_context(contextlib.closing(
+                merged_strips(here, job, strip_rows, bands, progress, cancel))):
+            for geoms, columns in ((strip.final, strip.columns), merged):
+                writer.write(geoms, columns)
+                written(columns)
+
+
+def merged_strips(here: _Layer, job: _Job, strip_rows: int | None, bands: Bands | None,
+                  progress: Progress | None, cancel: CancelCheck | None
+                  ) -> Generator[tuple[StripPolygons, tuple[np.ndarray, dict[str, np.ndarray]]], None, None]:
+    """Each strip of the job's raster, top to bottom, with the features its strip line settled:
+    (the strip, here.features of what _Seams.merge settled). The strips are polygonized `here`
+    one by one, or with `bands` on workers in bands of whole strips of the same layout; the
+    polygons that cross a strip line are merged here, in order: the same strips and the same
+    merges, so the same features. Closing it (a failure or a cancel in the caller) stops the
+    bands still running."""
+    width, height = here.src.width, here.src.height
+    rows = strip_rows or _default_strip_rows(width)
+    strips = [(r0, min(r0 + rows, height)) for r0 in range(0, height, rows)]
+    if bands is None:
+        polygonized: Generator[list[StripPolygons], None, None] = ([here.polygonize(r0, r1)] for r0, r1 in strips)
+    else:
+        per_band = max(1, round(bands.pixels / (width * rows)))
+        polygonized = bands.map(polygonize_band, job, [strips[i:i + per_band]
+                                                       for i in range(0, len(strips), per_band)], cancel)
+    with contextlib.closing(polygonized):
         seams = _Seams(width, height, here.tol_px, here.hidden, here.squared)
-        with _LayerWriter(out_path, name, here.src.crs.to_wkt(), here.fields) as writer:
-            for band in polygonized:
-                for strip in band:
-                    if cancel is not None and cancel():
-                        raise Cancelled("vectorizing cancelled")
-                    merged = here.features(*seams.merge(strip.r0, strip.r1, strip.values, strip.geoms))
-                    for geoms, columns in ((strip.final, strip.columns), merged):
-                        writer.write(geoms, columns)
-                        written(columns)
-                    if progress is not None:
-                        progress(strip.r1 / height, f"vectorized {strip.r1} of {height} rows")
+        for band in polygonized:
+            for strip in band:
+                if cancel is not None and cancel():
+                    raise Cancelled("vectorizing cancelled")
+                yield strip, here.features(*seams.merge(strip.r0, strip.r1, strip.values, strip.geoms))
+                if progress is not None:
+                    progress(strip.r1 / height, f"vectorized {strip.r1} of {height} rows")
 
 
 class _Layer:
@@ -363,26 +372,6 @@ class _ChangeLayer(_Layer):
 # Strip-wise polygonization
 
 
-def _polygons(read: Callable[[int, int], np.ndarray], width: int, height: int, strip_rows: int,
-              tol_px: float, hidden: set[int], squared: set[int], progress: Progress | None,
-              cancel: CancelCheck | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Polygonize the raster strip by strip, in pixel coordinates. Yields (values, polygons,
-    complete) batches: each batch is a coverage of part of the raster and `complete` marks the
-    polygons that are final (each polygon is final in exactly one batch); the others are context,
-    the neighbours of the final ones. `hidden` values are never written, `squared` ones will be
-    regularized (see _fill_holes)."""
-    seams = _Seams(width, height, tol_px, hidden, squared)
-    for r0 in range(0, height, strip_rows):
-        if cancel is not None and cancel():
-            raise Cancelled("vectorizing cancelled")
-        r1 = min(r0 + strip_rows, height)
-        values, geoms, crossing = _strip_polygons(read, r0, r1, height, tol_px)
-        yield values, geoms, ~crossing
-        yield seams.merge(r0, r1, values[crossing], geoms[crossing])
-        if progress is not None:
-            progress(r1 / height, f"vectorized {r1} of {height} rows")
-
-
 def _strip_polygons(read: Callable[[int, int], np.ndarray], r0: int, r1: int, height: int,
                     tol_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The polygons of rows r0..r1 on their own: (values, polygons, crossing), `crossing` marking
@@ -413,7 +402,9 @@ class _Seams:
     def merge(self, r0: int, r1: int, values: np.ndarray,
               geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Take the crossing polygons of strip r0..r1 (after the strips above it); returns the
-        (values, polygons, complete) batch of what the merge settled, as _polygons yields it."""
+        (values, polygons, complete) batch of what the merge settled: a coverage of part of the
+        raster whose `complete` polygons are final (each polygon is final in exactly one batch), the
+        others their context."""
         values, geoms = _dissolve(np.concatenate([self.values, values]), np.concatenate([self.pending, geoms]))
         if self.tol_px > 0 and len(geoms):
             values, geoms = _simplify_coverage(values, geoms, self.tol_px)

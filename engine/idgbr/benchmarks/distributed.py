@@ -1,8 +1,9 @@
 """`idgbr benchmark distributed`: the same generated raster refined in-process, on `local:1` and
 on `local:2` (Dask LocalClusters), each in a fresh process: wall time per stage, the blocks'
 compute time, the scheduler overhead per block, peak RSS of the coordinator and of each worker,
-and whether the class raster and the polygon layers (refined, changes) are identical to the
-in-process ones.
+and whether the class raster and the polygon layers (refined, changes; with --features the coarse
+layer is the scene's buildings as polygon features, and removed and new are compared too) are
+identical to the in-process ones.
 
 Overhead per block = (tile-stage wall time × workers − block compute − model loading) / blocks:
 worker time spent neither computing nor loading (scheduling, part files, idle workers at the end).
@@ -23,6 +24,7 @@ import pyogrio
 import rasterio
 
 from ..cli import GDAL_CACHE_MB
+from .features import write_buildings
 from .pipeline import write_scene
 
 CHILD = """
@@ -43,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=8192, help="raster side in pixels (8192)")
     p.add_argument("--block-size", type=int, default=2048, help="block side in pixels (2048)")
     p.add_argument("--model", default="guided", help="refiner to time (guided)")
+    p.add_argument("--features", action="store_true",
+                   help="coarse layer: the buildings as polygon features (idgbr.features), not a class raster")
     p.add_argument("--workdir", help="where to write the rasters (default: a temporary folder)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.set_defaults(func=run)
@@ -52,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         image, coarse = write_scene(Path(tmp), args.size)
+        names = ("refined", "changes")
+        if args.features:
+            coarse.unlink()
+            coarse = Path(tmp) / "buildings.gpkg"
+            write_buildings(coarse, args.size)
+            names += ("removed", "new")
         reference = None
         for scheduler in SCHEDULERS:
             out = Path(tmp) / f"out_{scheduler.replace(':', '') or 'inprocess'}"
@@ -64,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             stats = json.loads(done.stdout.strip().splitlines()[-1])
             with rasterio.open(out / "refined.tif") as src:
                 classes = src.read(1)
-            layers = [pyogrio.read_dataframe(out / "refined.gpkg", layer=name) for name in ("refined", "changes")]
+            layers = [pyogrio.read_dataframe(out / "refined.gpkg", layer=name, fid_as_index=True) for name in names]
             reference = (classes, layers) if reference is None else reference
             t, d = stats["timings"], stats["distributed"] or {}
             rows.append({"scheduler": scheduler or "in-process", "size": args.size, "wall_s": round(t["total"], 1),
@@ -88,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{r['overhead_per_block_s']} s, worker peak RSS {r['worker_peak_rss_mb']} MB") if d else ""
             print(f"{r['scheduler']:>10}  {r['wall_s']:>7.1f} s (tiles {r['refine_s']} s, vectorize "
                   f"{r['vectorize_s']} s)  coordinator peak RSS {r['coordinator_peak_rss_mb']} MB  "
-                  f"identical {r['identical']}, polygons (refined, changes) {r['polygons']} identical "
+                  f"identical {r['identical']}, polygons ({', '.join(names)}) {r['polygons']} identical "
                   f"{r['polygons_identical']}{blocks}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -96,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _same_features(a: gpd.GeoDataFrame, b: gpd.GeoDataFrame) -> bool:
-    """Same features in the same order: attributes and geometries (exactly)."""
-    return len(a) == len(b) and a.drop(columns="geometry").equals(b.drop(columns="geometry")) and \
+    """Same features in the same order: fids, attributes and geometries (exactly)."""
+    return len(a) == len(b) and a.index.equals(b.index) and \
+        a.drop(columns="geometry").equals(b.drop(columns="geometry")) and \
         bool(a.geometry.geom_equals_exact(b.geometry, tolerance=0).all())
