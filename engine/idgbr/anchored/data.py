@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..coarsen import coarsen, tile_rng
-from ..errors import InputError
 from ..datasets import TileDataset
+from ..errors import InputError
 
 
 def edges(a: np.ndarray) -> np.ndarray:
