@@ -165,17 +165,15 @@ def load_tiles(ds: TileDataset, coarse: str, seed: int, limit: int | None = None
     if not folder.is_dir() and coarse not in RECIPES:
         raise InputError(f"--coarse {coarse!r} is neither a folder nor a recipe (known: {', '.join(RECIPES)})")
     ds = ds.spread(limit)
-    index = range(len(ds))
-    ids = ds.tile_ids
-    files = coarse_files(folder, [ids[i] for i in index]) if folder.is_dir() else {}
+    files = coarse_files(folder, ds.tile_ids) if folder.is_dir() else {}
     num_classes = len(ds.classes)
     tiles = []
-    for i in tqdm(index, desc="tiles", unit="tile", disable=not progress):
-        image, gt, tile_id = ds[int(i)]
+    for i in tqdm(range(len(ds)), desc="tiles", unit="tile", disable=not progress):
+        image, gt, tile_id = ds[i]
         if folder.is_dir():
             c = read_coarse(files[tile_id], num_classes, gt.shape)
         else:
-            c = coarsen(gt, coarse, tile_rng(seed, tile_id), num_classes, gsd_m=ds.tiles[int(i)].gsd_m)
+            c = coarsen(gt, coarse, tile_rng(seed, tile_id), num_classes, gsd_m=ds.tiles[i].gsd_m)
         tiles.append(Tile(tile_id, image, gt, c))
     return tiles
 
