@@ -15,8 +15,8 @@ from idgbr.anchored.train import AnchoredConfig, Trainer, train
 from idgbr.coarsen import coarsen, tile_rng
 from idgbr.datasets import load_dataset
 from idgbr.errors import InputError
-from idgbr.errors import InputError
 from idgbr.models import TileBatch, load_refiner
+from idgbr.models.anchored import CLOSE_PX, close_tiles
 
 MODES = ("diffusion", "discriminative")
 
@@ -254,3 +254,33 @@ def test_a_short_reach_keeps_every_change_near_the_coarse_boundary():
     assert (narrow != coarse).any()
     with pytest.raises(InputError, match="reach must be 1..16"):
         load_refiner("buildings", reach=17)
+
+
+def test_a_tile_is_close_when_its_refined_outlines_stay_within_reach_of_the_coarse_ones():
+    """Real footprints against themselves moved by 1 px (a close layer) and by 2 CLOSE_PX
+    (a misregistered one)."""
+    labels = np.stack([label for _, label, _ in _real_tiles(6) if label.any() and not label.all()])
+    near, far = np.roll(labels, 1, axis=2), np.roll(labels, 2 * CLOSE_PX, axis=1)
+    assert close_tiles(labels, labels).all() and close_tiles(labels, near).all()
+    assert not close_tiles(labels, far).any()
+
+
+def test_the_close_gate_holds_back_doubtful_edits_only_on_tiles_whose_layer_is_close():
+    """The shipped buildings model on real val tiles, one close (`buildings-osm`) and one
+    misregistered (`buildings-old`) coarse map each: where the ungated output shows the layer
+    close, a pixel leaves its coarse class only when sure; elsewhere every edit stays."""
+    tiles = _real_tiles(8)
+    image = np.stack([im for im, _, _ in tiles] * 2).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    coarse = np.stack([coarsen(label, recipe, tile_rng(0, tid), 2, gsd_m=0.15)
+                       for recipe in ("buildings-osm", "buildings-old") for _, label, tid in tiles])
+    batch = TileBatch(image, coarse, np.ones(coarse.shape, bool))
+    free = load_refiner("buildings", close_gate=0.5).predict(batch)
+    gated = load_refiner("buildings", close_gate=0.9).predict(batch)
+    close = close_tiles(free.argmax(1), coarse)
+    assert close.any() and not close.all()
+    np.testing.assert_array_equal(gated[~close], free[~close])
+    edits = gated[close].argmax(1) != coarse[close]
+    assert (gated[close].max(1)[edits] >= 0.9).all()
+    assert edits.sum() < (free[close].argmax(1) != coarse[close]).sum()
+    with pytest.raises(InputError, match="close_gate must be in"):
+        load_refiner("buildings", close_gate=1.0)

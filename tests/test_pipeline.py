@@ -255,3 +255,38 @@ def test_cli_refine_and_models_list(scene, tmp_path) -> None:
     assert bad.returncode == 2 and "does not exist" in bad.stderr and not (tmp_path / "cli2").exists()
     listed = subprocess.run([str(idgbr_cli), "models", "list"], capture_output=True, text=True)
     assert listed.returncode == 0 and "identity" in listed.stdout
+
+
+def test_the_previews_refined_panel_leaves_out_regions_under_the_minimum_mapping_unit(scene, tmp_path) -> None:
+    """Specks of a few pixels in refined.tif are merged away in the preview, as the vectorizer
+    merges them away in the feature layers; without a minimum mapping unit they are drawn."""
+    from PIL import Image
+
+    from idgbr.io.image import ImageReader
+    from idgbr.preview import before_after
+
+    out = tmp_path / "out"
+    result = idgbr.refine(scene["image"], scene["buildings"], "identity", out, tile_size=256)
+    specked = tmp_path / "specked.tif"
+    with rasterio.open(result.refined) as src:
+        profile, labels, bounds = src.profile, src.read(1), src.bounds
+    from scipy import ndimage
+
+    clear = ndimage.minimum_filter(labels == 0, size=24, mode="constant")  # 8x8 specks touching nothing
+    free = np.argwhere(clear)
+    for r, c in free[np.linspace(0, len(free) - 1, 40).astype(int)]:
+        labels[r - 4:r + 4, c - 4:c + 4] = 1
+    with rasterio.open(specked, "w", **profile) as dst:
+        dst.write(labels, 1)
+    with rasterio.open(scene["image"]) as image:  # the outputs cover the part of the image the layer covers
+        window = rasterio.windows.from_bounds(*bounds, transform=image.transform).round_offsets().round_lengths()
+    assert (window.height, window.width) == labels.shape
+    reader = ImageReader.open(scene["image"], None, window)
+    pngs = {}
+    for name, refined, mmu in (("plain", result.refined, 0), ("specked", specked, 0),
+                               ("plain-sieved", result.refined, 400), ("specked-sieved", specked, 400)):
+        before_after(reader, window, result.coarse, refined, result.classes, tmp_path / f"{name}.png", mmu)
+        pngs[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+    reader.ds.close()
+    assert not np.array_equal(pngs["plain"], pngs["specked"])
+    np.testing.assert_array_equal(pngs["plain-sieved"], pngs["specked-sieved"])

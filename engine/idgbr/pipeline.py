@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,7 +242,7 @@ def refine(
                 from .preview import before_after
 
                 before_after(reader, window, out.path("coarse.tif"), out.path("refined.tif"), classes,
-                             out.path("preview.png"))
+                             out.path("preview.png"), math.ceil(min_area_m2 / pixel_ground_area(grid)))
             check_cancel()
     finally:
         reader.close()

@@ -1,5 +1,7 @@
 """A before/after PNG an analyst can judge at a glance: the orthophoto with the coarse class
-outlines on the left and the refined ones on the right, at most PREVIEW_PX wide per panel."""
+outlines on the left and the refined ones on the right, at most PREVIEW_PX wide per panel. The
+refined panel shows what the feature layers hold: regions under the run's minimum mapping unit
+are merged into their neighbour there (as the vectorizer's sieve does), not drawn as specks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from PIL import Image, ImageDraw
+from rasterio.features import sieve
 from rasterio.windows import Window
 
 from .io.image import ImageReader
@@ -42,7 +45,8 @@ def _panel(rgb: np.ndarray, labels: np.ndarray, classes: list[ClassInfo], nodata
 
 
 def before_after(reader: ImageReader, window: Window, coarse_tif: Path, refined_tif: Path,
-                 classes: list[ClassInfo], out_png: Path) -> None:
+                 classes: list[ClassInfo], out_png: Path, sieve_px: int = 0) -> None:
+    """`sieve_px`: the minimum mapping unit in image pixels (0: none)."""
     scale = max(1.0, max(window.width, window.height) / PREVIEW_PX)
     shape = (max(1, int(window.height / scale)), max(1, int(window.width / scale)))
     data = reader.ds.read(reader.bands, window=window, out_shape=(len(reader.bands),) + shape).astype(np.float32)
@@ -52,6 +56,10 @@ def before_after(reader: ImageReader, window: Window, coarse_tif: Path, refined_
     for path, title in ((coarse_tif, "coarse"), (refined_tif, "refined")):
         with rasterio.open(path) as ds:
             labels = ds.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+            size = round(sieve_px / scale ** 2)
+            if title == "refined" and size > 1:
+                valid = labels != ds.nodata
+                labels = np.where(valid, sieve(labels.astype(np.int32), size, mask=valid, connectivity=4), labels)
             panel = Image.fromarray(_panel(rgb, labels, classes, int(ds.nodata)))
         ImageDraw.Draw(panel).text((8, 6), title, fill=(255, 255, 0))
         panels.append(np.asarray(panel))

@@ -93,6 +93,7 @@ class SamplingSection:
     steps: int = 4
     samples: int = 1
     gate: float = 0.5  # see idgbr.models.anchored
+    close_gate: float = 0.5  # see idgbr.models.anchored
 
 
 @dataclass

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="time and peak memory of `refine` on generated rasters")
     p.add_argument("--sizes", default="2048,4096,8192,16384", help="raster sides in pixels")
     p.add_argument("--model", default="identity", help="refiner to time (identity: the pipeline alone)")
-    p.add_argument("--workdir", help="where to write the rasters (default: a temporary folder)")
+    p.add_argument("--workdir", help="folder for the temporary rasters, made if missing (default: the "
+                                     "system's temporary folder)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.set_defaults(func=run)
 
@@ -82,6 +83,8 @@ def write_scene(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
 def run(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
+    if args.workdir:  # a folder on another disk, made if missing; the run's rasters are removed after
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for size in sizes:
             image, coarse = write_scene(Path(tmp), size)

@@ -50,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sampling.add_argument("--reach", type=int, metavar="PX",
                           help="anchored models: how far (px at the model's GSD) a boundary may move, at most "
                                "the trained band (16, the default); 2-4 for layers already close to the image")
+    sampling.add_argument("--close-gate", type=float, metavar="P",
+                          help="anchored models: on tiles where the layer proves already close to the image, "
+                               "a pixel changes class only at probability >= P (the card's, 0.6 for buildings; "
+                               "0.5 turns it off)")
     p.add_argument("--simplify", type=float, default=1.0, help="polygon simplification tolerance; shared "
                                                                "boundaries stay shared (1.0)")
     p.add_argument("--simplify-units", choices=["px", "map"], default="px",
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import refine
 
     regularize = () if args.no_regularize else args.regularize
-    options = {k: getattr(args, k) for k in ("steps", "guidance", "sampler", "samples", "reach") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("steps", "guidance", "sampler", "samples", "reach", "close_gate") if getattr(args, k) is not None}
     # The bar appears with the first progress report, so a refused input prints only its error.
     with logging_redirect_tqdm(), contextlib.ExitStack() as stack:
         bars: list[tqdm] = []
