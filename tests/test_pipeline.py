@@ -261,6 +261,7 @@ def test_the_previews_refined_panel_leaves_out_regions_under_the_minimum_mapping
     """Specks of a few pixels in refined.tif are merged away in the preview, as the vectorizer
     merges them away in the feature layers; without a minimum mapping unit they are drawn."""
     from PIL import Image
+    from scipy import ndimage
 
     from idgbr.io.image import ImageReader
     from idgbr.preview import before_after
@@ -270,8 +271,6 @@ def test_the_previews_refined_panel_leaves_out_regions_under_the_minimum_mapping
     specked = tmp_path / "specked.tif"
     with rasterio.open(result.refined) as src:
         profile, labels, bounds = src.profile, src.read(1), src.bounds
-    from scipy import ndimage
-
     clear = ndimage.minimum_filter(labels == 0, size=24, mode="constant")  # 8x8 specks touching nothing
     free = np.argwhere(clear)
     for r, c in free[np.linspace(0, len(free) - 1, 40).astype(int)]:

@@ -83,7 +83,7 @@ def write_scene(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
 def run(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
-    if args.workdir:  # a folder on another disk, made if missing; the run's rasters are removed after
+    if args.workdir:  # made if missing; the run's rasters inside it are removed after
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for size in sizes:
