@@ -118,12 +118,13 @@ class AnchoredRefiner:
                                                                              np.arange(len(c))], 1)
         if todo.size:
             p, u = self._refine(batch.image[todo], c[todo], [tile_seed(self.seed, o) for o in origins[todo]])
-            cc = c[todo]
-            gate = np.full(len(todo), self.gate)
-            if self.close_gate > 0.5:
-                gate[close_tiles(p.argmax(1), cc)] = max(self.gate, self.close_gate)
-            if (gate > 0.5).any():  # changes the model is not sure of fall back to the coarse class
-                doubtful = (p.argmax(1) != cc) & (p.max(1) < gate[:, None, None]) & (cc != NO_COARSE)
+            if max(self.gate, self.close_gate) > 0.5:  # doubtful changes fall back to the coarse class
+                cc, refined = c[todo], p.argmax(1)
+                gate = np.full(len(todo), self.gate)
+                if self.close_gate > 0.5:
+                    gate[close_tiles(refined, cc)] = max(self.gate, self.close_gate)
+                doubtful = (refined != cc) & (p.max(1) < gate[:, None, None]) & (cc != NO_COARSE) & \
+                           (gate[:, None, None] > 0.5)
                 p = np.where(doubtful[:, None], probs[todo], p)
             probs[todo] = p
             if u is not None:
